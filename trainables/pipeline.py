@@ -1,0 +1,154 @@
+"""The batch pipeline: uint8 images on the trial's device → augmented, normalised float batches.
+
+Everything is a batched tensor op on the device that trains (no PIL, no per-image
+Python, no DataLoader workers): an epoch draws one permutation, batches are index
+slices of it, and augmentation runs on the whole batch at once. Each step is a
+config option (``base.data``), so every study's preprocessing is expressible:
+
+    resize        MNIST 28 → 32, or upsampling for ImageNet-style nets
+    crop_padding  random crop with zero padding (CIFAR's pad-4 crop)
+    flip          random horizontal flip
+    rotation_deg  random rotation in [-deg, +deg]
+    color_jitter  brightness, contrast and saturation factors in [1-s, 1+s]
+    channels      repeat grey to 3 channels
+    normalize     dataset mean/std, 0.5/0.5, /255 only ("unit"), or ImageNet's
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from trainables.config import DataConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BatchPipeline:
+    """Turns uint8 (B, C, H, W) batches into model inputs; augmentation only when ``train``."""
+
+    def __init__(
+        self,
+        config: DataConfig,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        in_channels: int,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.out_channels = config.channels or in_channels
+        mean_t, std_t = _normalisation(config.normalize, mean, std)
+        if len(mean_t) != self.out_channels:  # grey statistics repeated for repeated channels
+            mean_t, std_t = mean_t[:1] * self.out_channels, std_t[:1] * self.out_channels
+        self.mean = torch.tensor(mean_t, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std_t, device=self.device).view(1, -1, 1, 1)
+
+    @property
+    def output_size(self) -> int | None:
+        return self.config.resize
+
+    def __call__(self, images: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        if self.config.resize and x.shape[-1] != self.config.resize:
+            x = F.interpolate(x, size=(self.config.resize,) * 2, mode="bilinear", align_corners=False)
+        if train:
+            aug = self.config.augment
+            if aug.crop_padding:
+                x = random_crop(x, aug.crop_padding, generator)
+            if aug.flip:
+                x = random_flip(x, generator)
+            if aug.rotation_deg:
+                x = random_rotation(x, aug.rotation_deg, generator)
+            if aug.color_jitter:
+                x = color_jitter(x, aug.color_jitter, generator)
+        if x.shape[1] != self.out_channels:
+            x = x.expand(-1, self.out_channels, -1, -1)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _normalisation(kind: str, mean: tuple[float, ...], std: tuple[float, ...]):
+    if kind == "dataset":
+        return tuple(mean), tuple(std)
+    if kind == "half":
+        return (0.5,) * len(mean), (0.5,) * len(mean)
+    if kind == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.0,) * len(mean), (1.0,) * len(mean)  # "unit": pixels / 255, as the Keras studies did
+
+
+def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    u = torch.rand(n, generator=generator, device=generator.device if generator else like.device)
+    return (low + (high - low) * u).to(like.device)
+
+
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
+    """Pad each image by ``padding`` zeros and crop back to its size at a random offset."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = (_uniform(b, 0, 1, x, generator) * (2 * padding + 1)).long().clamp_(max=2 * padding)
+    dx = (_uniform(b, 0, 1, x, generator) * (2 * padding + 1)).long().clamp_(max=2 * padding)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Mirror a random half of the batch left–right."""
+    flip = _uniform(x.shape[0], 0, 1, x, generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def random_rotation(x: Tensor, max_deg: float, generator: torch.Generator | None = None) -> Tensor:
+    """Rotate each image by a random angle in [-max_deg, max_deg], filling with zeros."""
+    angle = _uniform(x.shape[0], -max_deg, max_deg, x, generator) * (math.pi / 180)
+    cos, sin = angle.cos(), angle.sin()
+    zeros = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def color_jitter(x: Tensor, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """Random brightness, contrast and (for colour images) saturation in [1-s, 1+s]."""
+    b = x.shape[0]
+    low, high = max(0.0, 1 - strength), 1 + strength
+    x = x * _uniform(b, low, high, x, generator)[:, None, None, None]
+    grey = x.mean(dim=1, keepdim=True) if x.shape[1] == 1 else (x * _LUMA.to(x.device)).sum(1, keepdim=True)
+    mean = grey.mean(dim=(2, 3), keepdim=True)
+    x = (x - mean) * _uniform(b, low, high, x, generator)[:, None, None, None] + mean
+    if x.shape[1] == 3:
+        grey = (x * _LUMA.to(x.device)).sum(1, keepdim=True)
+        x = (x - grey) * _uniform(b, low, high, x, generator)[:, None, None, None] + grey
+    return x.clamp_(0.0, 1.0)
+
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+def batch_indices(
+    num_items: int, batch_size: int, generator: torch.Generator | None, device: torch.device | str, shuffle: bool
+) -> Iterator[Tensor]:
+    """Index slices of one epoch's permutation; a last batch of a single image is dropped (batch norm)."""
+    if shuffle:
+        order = torch.randperm(num_items, generator=generator, device=generator.device if generator else "cpu")
+        order = order.to(device)
+    else:
+        order = torch.arange(num_items, device=device)
+    for start in range(0, num_items, batch_size):
+        idx = order[start : start + batch_size]
+        if shuffle and len(idx) < 2:
+            break
+        yield idx
