@@ -61,9 +61,9 @@ class BatchPipeline:
             x = F.interpolate(x, size=(self.config.resize,) * 2, mode="bilinear", align_corners=False)
         if train:
             aug = self.config.augment
-            if aug.crop_padding:
-                x = random_crop(x, aug.crop_padding, generator)
-            if aug.flip:
+            if aug.crop_padding:  # the flip rides along in the crop's gather: one pass instead of three
+                x = random_crop(x, aug.crop_padding, generator, flip=aug.flip)
+            elif aug.flip:
                 x = random_flip(x, generator)
             if aug.rotation_deg:
                 x = random_rotation(x, aug.rotation_deg, generator)
@@ -92,17 +92,25 @@ def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Gen
     return (low + (high - low) * u).to(like.device)
 
 
-def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
-    """Pad each image by ``padding`` zeros and crop back to its size at a random offset."""
-    b, _, h, w = x.shape
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None, flip: bool = False) -> Tensor:
+    """Pad each image by ``padding`` zeros and crop back to its size at a random offset.
+
+    With ``flip`` a random half of the crops is also mirrored left–right, drawing the
+    same random numbers as ``random_flip`` after ``random_crop``, so the result is identical.
+    """
+    b, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
     dy = (_uniform(b, 0, 1, x, generator) * (2 * padding + 1)).long().clamp_(max=2 * padding)
     dx = (_uniform(b, 0, 1, x, generator) * (2 * padding + 1)).long().clamp_(max=2 * padding)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    if flip:
+        mirrored = (_uniform(b, 0, 1, x, generator) < 0.5)[:, None]
+        cols = torch.where(mirrored, cols.flip(-1), cols)
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + cols
+    # One gather over flattened pixels: several times faster than 4-D advanced indexing on CPU.
+    flat = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
 
 
 def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
