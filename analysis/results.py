@@ -74,12 +74,13 @@ class Experiment:
 
     def leaderboard(self, top: int | None = None) -> pd.DataFrame:
         """Trials sorted best first by the preset's metric (its best epoch)."""
-        key = _best_column(self.metric)
+        key = best_column(self.metric)
         ranked = self.trials.sort_values(key, ascending=self.mode == "min", na_position="last")
         return ranked.head(top) if top else ranked
 
 
-def _best_column(metric: str) -> str:
+def best_column(metric: str) -> str:
+    """The trials.parquet column holding a trial's best value of ``metric``."""
     return "val/acc_best" if metric in ("val/acc", "val/acc_best") else f"{metric}_best"
 
 
