@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="resume experiment --name from --storage-path after a crash or stop")
     p.add_argument("--single-trial", action="store_true", help="train the base config once, in this process, without Ray")
     p.add_argument("--top-k", type=_non_negative_int, metavar="K", help="trials whose best checkpoint is tested (default: preset's top_k_test)")
+    p.add_argument("--confirm", type=_positive_int, metavar="N", help="after the search, re-train the best config with N fresh seeds (full epochs, no early stopping) and test each once")
+    p.add_argument("--confirm-top", type=_positive_int, default=1, metavar="K", help="with --confirm: re-train the top K configs, not only the best (default 1)")
     p.add_argument("--num-cpus", type=_positive_int, metavar="N", help="CPUs for the local Ray instance (default: all)")
     p.add_argument("--quiet", action="store_true", help="no Ray progress table")
     return p
@@ -187,6 +189,8 @@ def run_single_trial(preset: Preset, args: argparse.Namespace) -> int:
 
 def run_search(preset: Preset, args: argparse.Namespace) -> int:
     """Search, measure the top-k on the test set, write the results store, print the summary."""
+    import pandas as pd
+
     from analysis.results import write_results
     from trainables.data import load_dataset
 
@@ -201,6 +205,11 @@ def run_search(preset: Preset, args: argparse.Namespace) -> int:
     final = measure_test(results, trials, preset, splits)
     if len(final):
         trials = trials.merge(final[["trial_id", "test/acc", "test/loss"]], on="trial_id", how="left")
+    confirm_notes: list[str] = []
+    if args.confirm:
+        confirm = confirm_best(results, trials, preset, args, exp_dir, splits)
+        final = pd.concat([final, confirm], ignore_index=True) if len(final) else confirm
+        confirm_notes = confirm_summary_lines(confirm)
     meta = experiment_metadata(preset, args, name, started, splits)
     files = write_results(exp_dir, trials, epochs, meta, final)
     outcome = {
@@ -220,6 +229,7 @@ def run_search(preset: Preset, args: argparse.Namespace) -> int:
             "test/acc": float(top["test/acc"]),
             "test_images": int(top["test_images"]),
         }
+    outcome["notes"] = [*outcome.get("notes", []), *confirm_notes]
     print_summary(outcome)
     return 0
 
@@ -391,9 +401,6 @@ def measure_test(results: Any, trials: Any, preset: Preset, splits: Any) -> Any:
     """Evaluate the top-k trials' best checkpoints once on the test split (never used for selection)."""
     import pandas as pd
 
-    from trainables.config import TrainConfig
-    from trainables.recipe import TrialRun
-
     best_col = "val/acc_best" if preset.tune.metric in ("val/acc", "val/acc_best") else f"{preset.tune.metric}_best"
     eligible = trials[trials["status"].isin(["completed", "stopped"])]
     top = eligible.sort_values(best_col, ascending=preset.tune.mode == "min").head(preset.tune.top_k_test)
@@ -401,20 +408,115 @@ def measure_test(results: Any, trials: Any, preset: Preset, splits: Any) -> Any:
     rows = []
     for rank, trial_id in enumerate(top["trial_id"], start=1):
         result = by_id[trial_id]
-        checkpoint = result.get_best_checkpoint(preset.tune.metric, preset.tune.mode)
-        if checkpoint is None:
-            log.warning("trial %s has no checkpoint; not tested", trial_id)
+        tested = _test_best_checkpoint(result, preset, splits)
+        if tested is None:
             continue
-        run = TrialRun(TrainConfig.from_flat(result.config), _evaluation_only(splits))
-        with checkpoint.as_directory() as directory:
-            run.load(Path(directory), weights_only=True)
-        test_loss, test_acc = run.evaluate_images(splits.test_images, splits.test_labels)
         rows.append({
             "trial_id": trial_id, "rank": rank, "kind": "top_k", "seed": int(result.config.get("seed", 0)),
-            "checkpoint_epoch": run.epoch, "val_best": float(top.set_index("trial_id").loc[trial_id, best_col]),
-            "test/acc": test_acc, "test/loss": test_loss, "test_images": len(splits.test_labels),
+            "val_best": float(top.set_index("trial_id").loc[trial_id, best_col]), **tested,
         })
     return pd.DataFrame(rows)
+
+
+def _test_best_checkpoint(result: Any, preset: Preset, splits: Any) -> dict[str, Any] | None:
+    """Load a trial's best checkpoint (by the preset's metric) and measure the test split once."""
+    from trainables.config import TrainConfig
+    from trainables.recipe import TrialRun
+
+    checkpoint = result.get_best_checkpoint(preset.tune.metric, preset.tune.mode)
+    if checkpoint is None:
+        log.warning("trial %s has no checkpoint; not tested", _trial_id(result))
+        return None
+    run = TrialRun(TrainConfig.from_flat(result.config), _evaluation_only(splits))
+    with checkpoint.as_directory() as directory:
+        run.load(Path(directory), weights_only=True)
+    test_loss, test_acc = run.evaluate_images(splits.test_images, splits.test_labels)
+    return {"checkpoint_epoch": run.epoch, "test/acc": test_acc, "test/loss": test_loss,
+            "test_images": len(splits.test_labels)}
+
+
+def confirm_best(results: Any, trials: Any, preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any) -> Any:
+    """Re-train the top ``--confirm-top`` configs with ``--confirm`` fresh seeds and test each run once.
+
+    Each config is re-run through a second Tuner over the same trainable with a grid over
+    ``seed`` (the search's seed + 1 … + N, so no re-run repeats the search's own), all
+    epochs, FIFO: nothing is stopped early, so the spread is seed noise, not scheduling.
+    Runs land in ``<experiment>/<name>-confirm`` (``-confirm-<rank>`` beyond the best)."""
+    import pandas as pd
+
+    best_col = "val/acc_best" if preset.tune.metric in ("val/acc", "val/acc_best") else f"{preset.tune.metric}_best"
+    eligible = trials[trials["status"].isin(["completed", "stopped"])]
+    top = eligible.sort_values(best_col, ascending=preset.tune.mode == "min").head(args.confirm_top)
+    by_id = {_trial_id(r): r for r in results}
+    rows = []
+    for rank, source_id in enumerate(top["trial_id"], start=1):
+        config = dict(by_id[source_id].config)
+        seeds = [int(config.get("seed", 0)) + 1 + i for i in range(args.confirm)]
+        name = f"{exp_dir.name}-confirm" + (f"-{rank}" if rank > 1 else "")
+        log.info("confirming trial %s with seeds %s in %s", source_id, seeds, exp_dir / name)
+        for result in _fit_confirm(config, seeds, preset, args, exp_dir / name, splits):
+            history = result.metrics_dataframe
+            healthy = history[history["status"].isin(["running", "completed"])] if history is not None and "status" in history else history
+            tested = _test_best_checkpoint(result, preset, splits) or {"test/acc": float("nan"), "test/loss": float("nan")}
+            rows.append({
+                "trial_id": _trial_id(result), "rank": rank, "kind": "confirm", "seed": int(result.config["seed"]),
+                "source_trial_id": source_id, "status": _trial_status(result, result.metrics or {}),
+                "epochs_run": int(history["epoch"].max()) if history is not None and "epoch" in history and len(history) else 0,
+                "val_best": float(healthy["val/acc"].max()) if healthy is not None and "val/acc" in healthy and len(healthy) else float("nan"),
+                **tested,
+            })
+    return pd.DataFrame(rows)
+
+
+def _fit_confirm(config: dict[str, Any], seeds: list[int], preset: Preset, args: argparse.Namespace, run_dir: Path, splits: Any) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from trainables.adapter import train_trial
+
+    resources = preset.tune.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=splits.without_test(), gpu_fraction=resources.gpus),
+        {"cpu": resources.cpus, "gpu": resources.gpus},
+    )
+    if args.resume and tune.Tuner.can_restore(str(run_dir)):
+        return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+    tuner = tune.Tuner(
+        trainable,
+        param_space={**config, "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(max_concurrent=preset.tune.max_concurrent_trials),
+            scheduler=FIFOScheduler(),
+            num_samples=1,
+            trial_dirname_creator=_trial_dirname,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=run_dir.name,
+            storage_path=str(run_dir.parent),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=preset.tune.metric, checkpoint_score_order=preset.tune.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=preset.tune.max_failures),
+            verbose=0 if args.quiet else 1,
+        ),
+    )
+    return tuner.fit()
+
+
+def confirm_summary_lines(confirm: Any) -> list[str]:
+    """One line per confirmed config: test/acc mean ± std over its seeds."""
+    lines = []
+    for source_id, group in confirm.groupby("source_trial_id", sort=False):
+        acc = group["test/acc"].dropna()
+        std = acc.std(ddof=1) if len(acc) > 1 else float("nan")
+        lines.append(
+            f"Confirm (trial {source_id}'s config, seeds {', '.join(str(s) for s in group['seed'])}, full epochs, "
+            f"FIFO): test/acc {acc.mean():.4f} ± {std:.4f} (mean ± std over {len(acc)} runs; "
+            f"min {acc.min():.4f}, max {acc.max():.4f})"
+        )
+    return lines
 
 
 def _evaluation_only(splits: Any) -> Any:
