@@ -89,7 +89,9 @@ def _normalisation(kind: str, mean: tuple[float, ...], std: tuple[float, ...]):
 
 def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
     u = torch.rand(n, generator=generator, device=generator.device if generator else like.device)
-    return (low + (high - low) * u).to(like.device)
+    # non_blocking: a blocking host→device copy would synchronise the stream once per batch; the
+    # pageable source is staged before the call returns, so the temporary may be freed.
+    return (low + (high - low) * u).to(like.device, non_blocking=True)
 
 
 def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None, flip: bool = False) -> Tensor:
