@@ -55,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never download data; fail with the missing files instead")
     p.add_argument(
         "--storage-path",
-        default="results",
+        default=os.environ.get("TUNELAB_STORAGE_PATH", "results"),
         metavar="PATH",
-        help="where experiments are written: a folder or a cloud URI (s3://…, gs://…); default: ./results",
+        help="where experiments are written: a folder every Ray node can reach (shared, e.g. NFS, on a cluster); default: $TUNELAB_STORAGE_PATH, else ./results",
     )
     p.add_argument("--name", metavar="NAME", help="experiment name (default: <preset>-<timestamp>); needed by --resume")
-    p.add_argument("--address", metavar="ADDR", help="connect to a running Ray cluster (e.g. auto, 10.0.0.5:6379); default: start a local one")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), metavar="ADDR", help="connect to a running Ray cluster (e.g. auto, 10.0.0.5:6379); default: $RAY_ADDRESS, else start a local one")
     p.add_argument("--cpus-per-trial", type=_positive_float, metavar="N", help="CPUs each trial reserves")
     p.add_argument("--gpus-per-trial", type=_non_negative_float, metavar="F", help="GPUs each trial reserves; fractions pack trials on one GPU")
     p.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
@@ -197,6 +197,7 @@ def run_search(preset: Preset, args: argparse.Namespace) -> int:
     storage = _storage_root(args.storage_path)
     name = args.name or f"{preset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp_dir = storage / name
+    check_address(args.address)  # before loading data: an unreachable cluster fails in seconds
     splits = load_dataset(preset.base.data, args.data_dir, download=not args.no_download)
     _connect_ray(args, preset)
     started = time.time()
@@ -241,6 +242,24 @@ def _storage_root(storage_path: str) -> Path:
             "give a local or shared (NFS) folder"
         )
     return Path(storage_path).expanduser().resolve()
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds with one line when nothing listens at ``--address`` (``ray.init`` retries for minutes)."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("--address", "", f"expected HOST:PORT (e.g. 10.0.0.5:6379) or auto, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"cannot reach a Ray cluster at --address {address} ({err.strerror or type(err).__name__}); "
+            "start one with `ray start --head` or drop --address to run locally"
+        ) from None
 
 
 def _connect_ray(args: argparse.Namespace, preset: Preset) -> None:
@@ -347,7 +366,7 @@ def collect_results(results: Any, preset: Preset) -> tuple[Any, Any]:
         if len(history) and "epoch" in history:
             # A trial restored from a checkpoint re-reports from there: keep each epoch once, last write wins.
             history = history.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
-            frame = history[[c for c in ("epoch", *EPOCH_METRICS, "status") if c in history]].copy()
+            frame = history[[c for c in ("epoch", *EPOCH_METRICS, "status", "node_id") if c in history]].copy()
             frame.insert(0, "trial_id", trial_id)
             epoch_frames.append(frame)
         trial_rows.append(_trial_row(result, trial_id, history))

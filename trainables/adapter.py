@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -37,8 +38,9 @@ def train_trial(config: dict[str, Any], data: DataSplits, gpu_fraction: float = 
             with checkpoint.as_directory() as directory:
                 run.load(Path(directory))
             log.info("resumed at epoch %d", run.epoch)
+        node_id = ray.get_runtime_context().get_node_id()  # which node ran each epoch (IPs repeat in containers)
         while not run.finished:
-            metrics = run.run_epoch()
+            metrics = {**run.run_epoch(), "node_id": node_id}
             with tempfile.TemporaryDirectory() as directory:
                 run.save(Path(directory))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
