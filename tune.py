@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm-top", type=_positive_int, default=1, metavar="K", help="with --confirm: re-train the top K configs, not only the best (default 1)")
     p.add_argument("--num-cpus", type=_positive_int, metavar="N", help="CPUs for the local Ray instance (default: all)")
     p.add_argument("--quiet", action="store_true", help="no Ray progress table")
+    p.add_argument("--wandb", metavar="PROJECT", help="log every trial as a W&B run in PROJECT (offline unless an API key is configured)")
+    p.add_argument("--wandb-mode", choices=("auto", "online", "offline", "disabled"), help="W&B mode (default: preset's logging.wandb.mode, then WANDB_MODE, then online only with an API key)")
+    p.add_argument("--export-wandb-sweep", type=Path, metavar="FILE", help="write the preset's space as a W&B sweep YAML (for wandb sweep/agent), then exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as with --set (how a W&B sweep agent passes its values)")
     return p
 
 
@@ -137,7 +141,7 @@ def smoke_overrides(preset: Preset) -> list[str]:
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
     """The preset with --set, flag and --smoke overrides applied (all validated the same way)."""
-    overrides = [*args.set, *cli_overrides(args)]
+    overrides = [*args.set, *args.overrides, *cli_overrides(args)]
     preset = load_preset(args.space, overrides)
     if args.smoke:
         overrides = [*smoke_overrides(preset), *overrides]
@@ -165,23 +169,30 @@ def run_single_trial(preset: Preset, args: argparse.Namespace) -> int:
 
     splits = load_dataset(preset.base.data, args.data_dir, download=not args.no_download)
     run = TrialRun(preset.base, splits.without_test())
+    tracker = _single_trial_tracker(preset, args)
     print(f"{preset.base.model.name}: {run.num_params:,} parameters on {run.device}; "
           f"{len(splits.train_labels):,} train / {len(splits.val_labels):,} val / {len(splits.test_labels):,} test images")
     start = time.perf_counter()
     try:
         while not run.finished:
             m = run.run_epoch()
+            if tracker:
+                tracker.log_epoch(m)
             print(f"epoch {m['epoch']:>3}  train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "
                   f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  lr {m['lr']:.2e}  "
                   f"{m['time/epoch_s']:.1f}s  {m['throughput/img_s']:,.0f} img/s", flush=True)
     except DivergedError as err:
         print(f"diverged: {err}")
+        if tracker:
+            tracker.finish("diverged")
         return 1
     test_loss, test_acc = run.evaluate_images(splits.test_images, splits.test_labels)
     result = {"val/acc_best": run.best_val_acc, "test/acc": test_acc, "test/loss": test_loss,
               "wall_s": round(time.perf_counter() - start, 1)}
     print(f"test/acc {test_acc:.4f}  test/loss {test_loss:.4f}  (best val/acc {run.best_val_acc:.4f}, "
           f"{result['wall_s']}s)")
+    if tracker:
+        tracker.finish("completed", {"test/acc": test_acc, "test/loss": test_loss})
     return 0
 
 
@@ -221,6 +232,7 @@ def run_search(preset: Preset, args: argparse.Namespace) -> int:
         "searched_columns": [f"config.{p}" for p in preset.space],
         "results_dir": exp_dir,
         "files": files,
+        "notes": _tracking_after_search(preset, args, exp_dir, results, final),
     }
     if len(final):
         top = final.sort_values("rank").iloc[0]
@@ -350,7 +362,22 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def _callbacks(preset: Preset, args: argparse.Namespace, exp_dir: Path) -> list[Any]:
-    return []
+    from search_spaces.tracking import search_callbacks
+
+    return search_callbacks(preset, args, exp_dir)
+
+
+def _tracking_after_search(preset: Preset, args: argparse.Namespace, exp_dir: Path, results: Any, final: Any) -> list[str]:
+    """Test results into the W&B runs' summaries; the lines that say where the runs are."""
+    from search_spaces.tracking import after_search
+
+    return after_search(preset, args, exp_dir, final, {_trial_id(r): dict(r.config or {}) for r in results})
+
+
+def _single_trial_tracker(preset: Preset, args: argparse.Namespace) -> Any:
+    from search_spaces.tracking import single_trial_run
+
+    return single_trial_run(preset, args)
 
 
 def collect_results(results: Any, preset: Preset) -> tuple[Any, Any]:
@@ -653,6 +680,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and not args.space:
             args = _restore_args(args)
         preset = resolve_preset(args)
+        if args.export_wandb_sweep:
+            from search_spaces.wandb_sweep import export_sweep
+
+            export_sweep(preset, args, args.export_wandb_sweep)
+            print(f"wrote {args.export_wandb_sweep}; run it with: wandb sweep {args.export_wandb_sweep}")
+            return 0
         if args.single_trial:
             return run_single_trial(preset, args)
         return run_search(preset, args)
