@@ -177,8 +177,11 @@ def memory_isolation() -> dict[str, Any]:
     time.sleep(2.0)
     grower = hold.remote(0.60, 0.0)
     grower_status, neighbour_status = ray.get([grower, neighbour])
-    return {"grower_0.6_of_gpu": grower_status, "neighbour_0.4_of_gpu": neighbour_status,
-            "isolated": grower_status == "oom" and neighbour_status == "ok"}
+    return {
+        "grower_0.6_of_gpu": grower_status,
+        "neighbour_0.4_of_gpu": neighbour_status,
+        "isolated": grower_status == "oom" and neighbour_status == "ok",
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,8 +193,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
         variants = [v for v in variants if v[0] in ("no compile", "all off")]
     rows = [single_trial(m, v, splits, args.batch_size, args.epochs, device) for m in args.models for v in variants]
-    result: dict[str, Any] = {"benchmark": "gpu_throughput", "skipped": False, "device": device, "rows": rows,
-                              "machine": machine()}
+    result: dict[str, Any] = {
+        "benchmark": "gpu_throughput",
+        "skipped": False,
+        "device": device,
+        "rows": rows,
+        "machine": machine(),
+    }
     if device == "cuda":
         result["device_name"] = torch.cuda.get_device_name(0)
         result["peak_bf16_flops"] = peak_flops(result["device_name"])
@@ -200,12 +208,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         started_ray = not ray.is_initialized()
         if started_ray:
-            ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(),
-                     include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                num_gpus=torch.cuda.device_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         try:
             with tempfile.TemporaryDirectory(prefix="gpu-packing-") as storage:
-                packing = [packed_trials(k, args.pack_model, splits, args.pack_batch_size, args.pack_epochs, Path(storage))
-                           for k in args.pack]
+                packing = [
+                    packed_trials(k, args.pack_model, splits, args.pack_batch_size, args.pack_epochs, Path(storage))
+                    for k in args.pack
+                ]
             base = packing[0]["aggregate_images_per_s"]
             for row in packing:
                 row["ratio_vs_one_trial"] = row["aggregate_images_per_s"] / base
@@ -234,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
         print("gpu_throughput: skipped: no CUDA device on this machine (figures need a GPU)")
-        write_json(args.json, {"benchmark": "gpu_throughput", "skipped": True, "reason": "no CUDA device",
-                               "machine": machine()})
+        write_json(
+            args.json,
+            {"benchmark": "gpu_throughput", "skipped": True, "reason": "no CUDA device", "machine": machine()},
+        )
         return 0
     if args.smoke:
         args.models = args.models[:1]
@@ -243,11 +260,17 @@ def main(argv: list[str] | None = None) -> int:
         args.pack, args.pack_epochs = [1, 2], 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     result = run(args)
-    print_table(result["rows"], ["model", "variant", "batch_size", "images_per_s", "train_tflops", "mfu", "peak_memory_gib"],
-                f"single-trial training throughput on {result.get('device_name', result['device'])}")
+    print_table(
+        result["rows"],
+        ["model", "variant", "batch_size", "images_per_s", "train_tflops", "mfu", "peak_memory_gib"],
+        f"single-trial training throughput on {result.get('device_name', result['device'])}",
+    )
     if "packing" in result:
-        print_table(result["packing"], ["trials", "gpu_fraction", "aggregate_images_per_s", "ratio_vs_one_trial", "wall_s"],
-                    f"{args.pack_model} trials packed on one GPU")
+        print_table(
+            result["packing"],
+            ["trials", "gpu_fraction", "aggregate_images_per_s", "ratio_vs_one_trial", "wall_s"],
+            f"{args.pack_model} trials packed on one GPU",
+        )
         print(f"memory isolation: {result['memory_isolation']}")
     write_json(args.json, result)
     return 0

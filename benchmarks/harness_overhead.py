@@ -51,8 +51,16 @@ def make_splits(num_train: int, num_val: int, seed: int = 0):
     images[np.arange(total), labels % 3] += (labels * 9).astype(np.uint8)[:, None, None]
     x, y = images[:num_train], labels[:num_train]
     return DataSplits(
-        "synthetic", x, y, images[num_train:], labels[num_train:], x[:0], y[:0], 10,
-        mean=(0.35, 0.35, 0.35), std=(0.2, 0.2, 0.2),
+        "synthetic",
+        x,
+        y,
+        images[num_train:],
+        labels[num_train:],
+        x[:0],
+        y[:0],
+        10,
+        mean=(0.35, 0.35, 0.35),
+        std=(0.2, 0.2, 0.2),
     )
 
 
@@ -87,8 +95,14 @@ def run_bare(config, splits, threads: int) -> dict[str, Any]:
         total_s = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    return {"train_s": sum(epoch_s), "loop_s": sum(wall_s[1:]), "total_s": total_s, "setup_s": setup_s,
-            "epoch_s": epoch_s, "val_acc": metrics["val/acc"]}
+    return {
+        "train_s": sum(epoch_s),
+        "loop_s": sum(wall_s[1:]),
+        "total_s": total_s,
+        "setup_s": setup_s,
+        "epoch_s": epoch_s,
+        "val_acc": metrics["val/acc"],
+    }
 
 
 def run_tune(config, splits, cpus: int, storage: Path) -> dict[str, Any]:
@@ -106,8 +120,9 @@ def run_tune(config, splits, cpus: int, storage: Path) -> dict[str, Any]:
         run_config=tune.RunConfig(
             name="harness",
             storage_path=str(storage),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val/acc",
-                                                    checkpoint_score_order="max"),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="val/acc", checkpoint_score_order="max"
+            ),
             verbose=0,
         ),
     )
@@ -130,6 +145,18 @@ def run_tune(config, splits, cpus: int, storage: Path) -> dict[str, Any]:
     }
 
 
+def data_copy_s(images: np.ndarray, labels: np.ndarray) -> float:
+    """What a trial pays to copy read-only object-store arrays into its own tensors (``TrialRun`` does it once)."""
+    from trainables.recipe import _tensor
+
+    images, labels = images.view(), labels.view()
+    images.setflags(write=False)  # as ray.get returns them: zero-copy views of shared memory
+    labels.setflags(write=False)
+    start = time.perf_counter()
+    _tensor(images, torch.device("cpu")), _tensor(labels, torch.device("cpu"))
+    return time.perf_counter() - start
+
+
 def _mean_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("train_s", "loop_s", "total_s", "setup_s", "val_acc")
     out: dict[str, Any] = {k: statistics.fmean(r[k] for r in runs) for k in keys}
@@ -142,7 +169,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = train_config(args.model, args.width, args.epochs, args.batch_size)
     splits = make_splits(args.train_images, args.val_images)
-    bare_runs = [run_bare(config, splits, args.cpus)]  # before Ray starts: the bare loop shares the CPUs with nothing of ours
+    # Before Ray starts: the first bare run shares the CPUs with nothing of ours.
+    bare_runs = [run_bare(config, splits, args.cpus)]
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address="local", num_cpus=args.cpus, num_gpus=0, include_dashboard=False, log_to_driver=False)
@@ -159,8 +187,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {"measure": m, "bare_s": bare[f"{m}_s"], "tune_s": tuned[f"{m}_s"], "ratio": tuned[f"{m}_s"] / bare[f"{m}_s"]}
         for m in ("train", "loop", "total")
     ]
+    cifar_sized = np.zeros((45_000, 3, 32, 32), dtype=np.uint8)  # CIFAR-10's training split after validation
+    copy_s = {
+        "this_data": data_copy_s(splits.train_images, splits.train_labels)
+        + data_copy_s(splits.val_images, splits.val_labels),
+        "cifar10_45k": data_copy_s(cifar_sized, np.zeros(45_000, dtype=np.int64)),
+    }
     return {
         "benchmark": "harness_overhead",
+        "trial_data_copy_s": copy_s,
         "model": args.model,
         "width": args.width,
         "train_images": args.train_images,
@@ -190,22 +225,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=3, help="at least 2: the loop ratio starts after the first")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--cpus", type=int, default=min(2, os.cpu_count() or 1), help="CPUs of the trial and threads of the bare loop")
+    parser.add_argument(
+        "--cpus", type=int, default=min(2, os.cpu_count() or 1), help="CPUs of the trial and threads of the bare loop"
+    )
     args = parser.parse_args(argv)
     args.bare_after = not args.smoke
     if args.smoke:
         # One CPU: on a busy machine two intra-op threads wait on each other longer than a tiny batch takes.
         args.model, args.width, args.train_images, args.val_images, args.epochs, args.batch_size, args.cpus = (
-            "small_cnn", 8, 128, 32, 2, 64, 1)
+            "small_cnn",
+            8,
+            128,
+            32,
+            2,
+            64,
+            1,
+        )
     if args.epochs < 2:
         parser.error("--epochs must be at least 2")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     result = run(args)
     print_table(
-        result["rows"], ["measure", "bare_s", "tune_s", "ratio"],
+        result["rows"],
+        ["measure", "bare_s", "tune_s", "ratio"],
         f"harness overhead: {result['model']} (width {result['width']}), {result['train_images']:,} images, "
         f"{result['epochs']} epochs of ~{result['mean_epoch_s']:.1f} s, {result['cpus']} CPUs",
+    )
+    copy = result["trial_data_copy_s"]
+    print(
+        f"per-trial copy of the object-store arrays: {copy['this_data'] * 1e3:.1f} ms here, "
+        f"{copy['cifar10_45k'] * 1e3:.0f} ms for CIFAR-10's 45,000 training images"
     )
     write_json(args.json, result)
     return 0

@@ -81,12 +81,14 @@ class PILImages(torch.utils.data.Dataset):
 def torchvision_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, workers: int, device: torch.device):
     from torchvision import transforms as T
 
-    transform = T.Compose([
-        T.RandomCrop(32, padding=4),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-    ])
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ]
+    )
     dataset = PILImages(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), labels, transform)
     return torch.utils.data.DataLoader(
         dataset,
@@ -121,13 +123,22 @@ def run(num_images: int, batch_size: int, workers: list[int], repeats: int, devi
             times = [tunelab_epoch_s(x, y, batch_size, seed=r + 1) for r in range(repeats)]
         finally:
             torch.set_num_threads(default_threads)
-        rows.append({"method": TUNELAB, "workers": 0, "threads": threads, "images_per_s": num_images / statistics.median(times)})
+        rows.append(
+            {"method": TUNELAB, "workers": 0, "threads": threads, "images_per_s": num_images / statistics.median(times)}
+        )
     for w in workers:
         loader = torchvision_loader(images, labels, batch_size, w, device)
         loader_epoch_s(loader, device)  # warm-up epoch: starts the persistent workers
         times = [loader_epoch_s(loader, device) for _ in range(max(1, repeats - 1))]
         threads = default_threads if w == 0 else 1  # DataLoader workers run single-threaded torch
-        rows.append({"method": BASELINE, "workers": w, "threads": threads, "images_per_s": num_images / statistics.median(times)})
+        rows.append(
+            {
+                "method": BASELINE,
+                "workers": w,
+                "threads": threads,
+                "images_per_s": num_images / statistics.median(times),
+            }
+        )
         del loader
     best = max((r for r in rows if r["method"] == BASELINE), key=lambda r: r["images_per_s"])
     ours = max((r for r in rows if r["method"] == TUNELAB), key=lambda r: r["images_per_s"])
@@ -164,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         ["method", "workers", "threads", "images_per_s", "ratio_vs_best_baseline"],
         f"input pipeline on {result['device']}: {result['num_images']:,} CIFAR-shaped images, batch {result['batch_size']}",
     )
-    print(f"speedup of tunelab ({result['best_tunelab_threads']} threads) over the best DataLoader "
-          f"({result['best_baseline_workers']} workers): {result['speedup']:.1f}x")
+    print(
+        f"speedup of tunelab ({result['best_tunelab_threads']} threads) over the best DataLoader "
+        f"({result['best_baseline_workers']} workers): {result['speedup']:.1f}x"
+    )
     write_json(args.json, result)
     return 0
 

@@ -3,6 +3,8 @@
     from benchmarks.report import print_table, write_json, machine
     print_table(rows, ["method", "images_per_s", "ratio"])
     write_json(path, {"benchmark": "input_pipeline", "machine": machine(), "rows": rows})
+
+Non-finite floats (a target never reached) are written as JSON null.
 """
 
 from __future__ import annotations

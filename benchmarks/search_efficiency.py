@@ -39,8 +39,6 @@ from typing import Any
 
 from benchmarks.report import machine, print_table, write_json
 
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
-
 
 @dataclass(frozen=True)
 class Strategy:
@@ -74,11 +72,11 @@ class Case:
 CASES = {
     # The quickstart's own search: small CNN on 8×8 digits, its space, 24 trials × 12 epochs.
     "digits": Case("quickstart", 24, 12, notes="search_spaces/quickstart.yaml as shipped"),
-    # A wider, harder space on the same data (see benchmarks/presets/digits_wide.yaml).
-    "digits_wide": Case(str(PRESET_DIR / "digits_wide.yaml"), 24, 12, notes="benchmarks/presets/digits_wide.yaml"),
     # Real MNIST (the subset in ../shared/data), the quickstart's model and space, a smaller budget.
     "mnist": Case(
-        "quickstart", 12, 6,
+        "quickstart",
+        12,
+        6,
         overrides=("data.name=mnist", "data.train_limit=2000", "data.val_fraction=0.1"),
         needs_data_dir=True,
         notes="quickstart space on 2,000 real MNIST training images (stratified subset), 500 validation",
@@ -86,17 +84,40 @@ CASES = {
 }
 
 
-def run_search(case: Case, strategy: Strategy, seed: int, storage: Path, data_dir: Path | None,
-               num_samples: int, max_epochs: int, extra: tuple[str, ...]) -> Path:
+def run_search(
+    case: Case,
+    strategy: Strategy,
+    seed: int,
+    storage: Path,
+    data_dir: Path | None,
+    num_samples: int,
+    max_epochs: int,
+    extra: tuple[str, ...],
+) -> Path:
     """One ``tune.main`` search; returns the experiment folder (its results store)."""
     import tune
 
     name = f"{Path(case.space).stem}-{strategy.name.replace('+', '-')}-seed{seed}"
     argv = [
-        "--space", case.space, "--storage-path", str(storage), "--name", name, "--quiet",
-        "--searcher", strategy.searcher, "--scheduler", strategy.scheduler, "--seed", str(seed),
-        "--num-samples", str(num_samples), "--max-epochs", str(max_epochs),
-        "--set", "tune.top_k_test=0",  # selection efficiency only: the test set is not needed here
+        "--space",
+        case.space,
+        "--storage-path",
+        str(storage),
+        "--name",
+        name,
+        "--quiet",
+        "--searcher",
+        strategy.searcher,
+        "--scheduler",
+        strategy.scheduler,
+        "--seed",
+        str(seed),
+        "--num-samples",
+        str(num_samples),
+        "--max-epochs",
+        str(max_epochs),
+        "--set",
+        "tune.top_k_test=0",  # selection efficiency only: the test set is not needed here
     ]
     for item in (*case.overrides, *extra):
         argv += ["--set", item]
@@ -151,16 +172,18 @@ def summarise(case_name: str, curves: dict[str, dict[int, list[tuple[int, float]
     rows = []
     for strategy, by_seed in curves.items():
         to_target = [epochs_to_reach(by_seed[s], targets[s]) for s in seeds]
-        rows.append({
-            "case": case_name,
-            "strategy": strategy,
-            "seeds": len(seeds),
-            "final_best_median": statistics.median(by_seed[s][-1][1] for s in seeds),
-            "epochs_used_median": statistics.median(by_seed[s][-1][0] for s in seeds),
-            "epochs_to_target_median": statistics.median(to_target),
-            "seeds_reaching_target": sum(math.isfinite(v) for v in to_target),
-            "epochs_to_target": to_target,
-        })
+        rows.append(
+            {
+                "case": case_name,
+                "strategy": strategy,
+                "seeds": len(seeds),
+                "final_best_median": statistics.median(by_seed[s][-1][1] for s in seeds),
+                "epochs_used_median": statistics.median(by_seed[s][-1][0] for s in seeds),
+                "epochs_to_target_median": statistics.median(to_target),
+                "seeds_reaching_target": sum(math.isfinite(v) for v in to_target),
+                "epochs_to_target": to_target,
+            }
+        )
     by_name = {r["strategy"]: r for r in rows}
     random_to_target = by_name[BASELINE]["epochs_to_target_median"]
     random_budget = by_name[BASELINE]["epochs_used_median"]
@@ -169,8 +192,11 @@ def summarise(case_name: str, curves: dict[str, dict[int, list[tuple[int, float]
         row["ratio_vs_random_budget"] = row["epochs_to_target_median"] / random_budget
     checkpoints = sorted({max(1, round(budget * f)) for f in (0.05, 0.1, 0.25, 0.5, 1.0)})
     at_budget = [
-        {"case": case_name, "strategy": strategy, **{
-            f"best@{b}": statistics.median(best_at(by_seed[s], b) for s in seeds) for b in checkpoints}}
+        {
+            "case": case_name,
+            "strategy": strategy,
+            **{f"best@{b}": statistics.median(best_at(by_seed[s], b) for s in seeds) for b in checkpoints},
+        }
         for strategy, by_seed in curves.items()
     ]
     return {
@@ -203,14 +229,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 curves: dict[str, dict[int, list]] = {s.name: {} for s in STRATEGIES}
                 for seed in range(args.seeds):
                     for strategy in STRATEGIES:
-                        exp_dir = run_search(case, strategy, seed, storage / case_name, args.data_dir if case.needs_data_dir else None,
-                                             num_samples, max_epochs, extra)
+                        exp_dir = run_search(
+                            case,
+                            strategy,
+                            seed,
+                            storage / case_name,
+                            args.data_dir if case.needs_data_dir else None,
+                            num_samples,
+                            max_epochs,
+                            extra,
+                        )
                         curves[strategy.name][seed] = best_so_far_curve(exp_dir)
-                        print(f"{case_name} seed {seed} {strategy.name}: best {curves[strategy.name][seed][-1][1]:.4f} "
-                              f"after {curves[strategy.name][seed][-1][0]} epochs", flush=True)
+                        print(
+                            f"{case_name} seed {seed} {strategy.name}: best {curves[strategy.name][seed][-1][1]:.4f} "
+                            f"after {curves[strategy.name][seed][-1][0]} epochs",
+                            flush=True,
+                        )
                     summary = summarise(case_name, {k: v for k, v in curves.items() if v}, num_samples * max_epochs)
-                    summary.update({"space": case.space, "overrides": [*case.overrides, *extra], "notes": case.notes,
-                                    "num_samples": num_samples, "max_epochs": max_epochs})
+                    summary.update(
+                        {
+                            "space": case.space,
+                            "overrides": [*case.overrides, *extra],
+                            "notes": case.notes,
+                            "num_samples": num_samples,
+                            "max_epochs": max_epochs,
+                        }
+                    )
                     # Written after every seed, so a long run that is stopped still leaves its figures.
                     write_json(args.json, _payload(args, [*results, summary]))
                 results.append(summary)
@@ -241,8 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, help="data sets in torchvision's layout (real MNIST: ../shared/data)")
     parser.add_argument("--storage-path", help="keep the experiments here (default: a temporary folder)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra preset override for every search, e.g. tune.scheduler.grace_period_epochs=1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra preset override for every search, e.g. tune.scheduler.grace_period_epochs=1",
+    )
     args = parser.parse_args(argv)
     if args.cases is None:
         args.cases = ["digits"] + (["mnist"] if args.data_dir and not args.smoke else [])
@@ -258,8 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     for case in result["cases"]:
         print_table(
             case["rows"],
-            ["strategy", "seeds", "final_best_median", "epochs_used_median", "epochs_to_target_median",
-             "seeds_reaching_target", "ratio_vs_random_to_target", "ratio_vs_random_budget"],
+            [
+                "strategy",
+                "seeds",
+                "final_best_median",
+                "epochs_used_median",
+                "epochs_to_target_median",
+                "seeds_reaching_target",
+                "ratio_vs_random_to_target",
+                "ratio_vs_random_budget",
+            ],
             f"{case['case']}: {case['num_samples']} trials x {case['max_epochs']} epochs; target = random search's "
             "final best val/acc (per seed)",
         )

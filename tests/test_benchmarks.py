@@ -51,6 +51,7 @@ def test_harness_overhead_smoke(ray_session, tmp_path, capsys):
     for key in ("ratio_train", "ratio_loop", "ratio_total"):
         assert _positive(result[key]), key
     assert len(result["bare_epoch_s"]) == len(result["tune_epoch_s"]) == result["epochs"] == 2
+    assert _positive(result["trial_data_copy_s"]["this_data"]) and _positive(result["trial_data_copy_s"]["cifar10_45k"])
     assert ray_session.is_initialized()  # a shared Ray session is used, never shut down by the benchmark
 
 
@@ -83,12 +84,14 @@ def test_search_curve_counts_epochs_in_trial_order(tmp_path):
     from analysis.results import write_results
 
     trials = pd.DataFrame({"trial_id": ["t_00001", "t_00000"], "val/acc_best": [0.9, 0.5], "status": ["completed"] * 2})
-    epochs = pd.DataFrame({
-        "trial_id": ["t_00001", "t_00001", "t_00000"],
-        "epoch": [1, 2, 1],
-        "val/acc": [0.7, 0.9, 0.5],
-        "status": ["running", "completed", "running"],
-    })
+    epochs = pd.DataFrame(
+        {
+            "trial_id": ["t_00001", "t_00001", "t_00000"],
+            "epoch": [1, 2, 1],
+            "val/acc": [0.7, 0.9, 0.5],
+            "status": ["running", "completed", "running"],
+        }
+    )
     write_results(tmp_path, trials, epochs, {"name": "x"})
     curve = search_efficiency.best_so_far_curve(tmp_path)
     assert curve == [(1, 0.5), (2, 0.7), (3, 0.9)]  # t_00000 was created first
