@@ -9,6 +9,7 @@ import yaml
 
 from search_spaces.errors import ConfigError
 from search_spaces.schema import Preset, apply_overrides, parse_preset
+from search_spaces.yaml_text import load_yaml
 
 PRESET_DIR = Path(__file__).resolve().parent
 
@@ -39,7 +40,7 @@ def load_preset(name: str, overrides: list[str] | None = None) -> Preset:
     source = _display(path)
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""

@@ -148,6 +148,11 @@ def _parse_tune(raw: Any, source: str) -> TuneSection:
         raise ConfigError(
             source, "tune.metric", f"{tune.metric!r} is never reported; choose one of {', '.join(REPORTED_METRICS)}"
         )
+    if tune.mode != REPORTED_METRICS[tune.metric]:
+        raise ConfigError(
+            source, "tune.mode", f"{tune.metric} is better when {'higher' if REPORTED_METRICS[tune.metric] == 'max' else 'lower'}; "
+            f"expected mode: {REPORTED_METRICS[tune.metric]}, got {tune.mode}"
+        )
     if tune.scheduler.name == "pbt" and tune.searcher != "random":
         raise ConfigError(source, "tune.searcher", "PBT mutates configs itself: use searcher: random with scheduler pbt")
     return tune
@@ -176,12 +181,14 @@ def _parse_space(raw: Any, base: TrainConfig, tune: TuneSection, source: str) ->
             raise ConfigError(source, where, "the data set and its split are loaded once by the driver and cannot be searched")
         if path not in flat_base and not _is_model_option(path, base):
             raise ConfigError(source, where, f"not a field of base; fields include: {', '.join(sorted(flat_base)[:12])}, …")
+        space[path] = dist
+    _check_model_switch(space, base, source)
+    for path, dist in space.items():
         for value in dist.corners():  # every sampled config passes the same validation, before any training
             try:
                 TrainConfig.from_flat({**flat_base, path: value}, source)
             except ConfigError as err:
-                raise ConfigError(source, where, f"value {value!r} is invalid: {err.detail}") from None
-        space[path] = dist
+                raise ConfigError(source, f"space.{path}", f"value {value!r} is invalid: {_inner(err)}") from None
     kinds = {d.kind for d in space.values()}
     if tune.searcher == "grid" and kinds - {"grid", "choice"}:
         raise ConfigError(source, "tune.searcher", "the grid searcher needs every space entry to be grid or choice")
@@ -189,7 +196,49 @@ def _parse_space(raw: Any, base: TrainConfig, tune: TuneSection, source: str) ->
         raise ConfigError(source, "tune.searcher", "optuna cannot mix grid entries with sampling; use searcher: grid or random")
     if tune.searcher == "optuna" and not space:
         raise ConfigError(source, "space", "optuna needs at least one searched parameter (or use searcher: random)")
+    if tune.scheduler.name == "pbt" and not set(space) & set(PBT_MUTABLE):
+        raise ConfigError(
+            source, "space", f"PBT perturbs {' and '.join(PBT_MUTABLE)} during training: search at least one of them"
+        )
     return space
+
+
+# The hyperparameters PBT perturbs; a restored trial re-applies them from its new config.
+PBT_MUTABLE = ("optimizer.lr", "optimizer.momentum")
+
+
+def _inner(err: ConfigError) -> str:
+    return f"{err.path}: {err.detail}" if err.path else err.detail
+
+
+def _check_model_switch(space: Mapping[str, Distribution], base: TrainConfig, source: str) -> None:
+    """A searched ``model.name`` must accept the base's model options and every searched ``model.*`` value.
+
+    Each value of a searched field is checked against the base above; this checks the
+    pairs that switch architecture, where one model's option is meaningless to another.
+    """
+    from trainables.config import check_options
+    from trainables.models import MODELS
+
+    if "model.name" not in space:
+        return
+    searched = {p.split(".", 1)[1]: d.corners() for p, d in space.items() if p.startswith("model.") and p != "model.name"}
+    for name in space["model.name"].corners():
+        if name not in MODELS:
+            continue  # reported with the closest names by the per-value check
+        factory = MODELS.get(name)
+        for option, values in [(k, [v]) for k, v in base.model.options.items() if k not in searched] + list(searched.items()):
+            origin = "space" if option in searched else "base"
+            for value in values:
+                try:
+                    check_options(factory, {option: value}, source, "model")
+                except ConfigError as err:
+                    raise ConfigError(
+                        source,
+                        "space.model.name",
+                        f"model {name!r} cannot take {origin} option model.{option}={value!r} ({err.detail}); "
+                        "keep only options every searched model accepts, or search the models in separate presets",
+                    ) from None
 
 
 def _is_model_option(path: str, base: TrainConfig) -> bool:
@@ -235,7 +284,8 @@ def _parse_distribution(spec: Any, source: str, where: str) -> Distribution:
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
     """Apply ``--set dotted.key=value`` to a raw preset; base keys may omit ``base.``.
 
-    Pinning a base value that the space searches removes it from the space.
+    Pinning a base value that the space searches removes it from the space;
+    ``space.<path>=<distribution>`` replaces (or adds) one space entry.
     """
     import yaml
 
@@ -247,6 +297,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
         key = key.strip()
         value = _parse_scalar(text, yaml)
         section, _, rest = key.partition(".")
+        if section == "space" and rest:  # --set 'space.optimizer.lr={loguniform: [1e-4, 1e-2]}' replaces one entry
+            raw["space"] = {**(raw.get("space") or {}), rest: value}
+            continue
         if section not in ("base", "tune", "logging") or not rest:
             section, rest = "base", key
         flat = flatten(raw.get(section) or {})
@@ -261,13 +314,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
 
 
 def _parse_scalar(text: str, yaml: Any) -> Any:
+    from search_spaces.yaml_text import load_yaml
+
     try:
-        value = yaml.safe_load(text)
+        return load_yaml(text)  # reads 1e-3 as a number, and {loguniform: [1e-4, 1e-2]} as a mapping
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads 1e-3 as a string; users mean a number
-        except ValueError:
-            return value
-    return value

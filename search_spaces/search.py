@@ -16,7 +16,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 
 from search_spaces.domains import param_space
 from search_spaces.optuna_searcher import HonestOptunaSearch
-from search_spaces.schema import REPORTED_METRICS, Preset
+from search_spaces.schema import PBT_MUTABLE, REPORTED_METRICS, Preset
 
 # The result key that counts epochs for every scheduler (ASHA rungs, PBT intervals).
 TIME_ATTR = "epoch"
@@ -63,7 +63,7 @@ def build_scheduler(preset: Preset) -> Any:
         mutations = {
             path: _pbt_mutation(dist)
             for path, dist in preset.space.items()
-            if path in ("optimizer.lr", "optimizer.momentum")
+            if path in PBT_MUTABLE
         }
         return PopulationBasedTraining(
             perturbation_interval=sched.perturbation_interval_epochs,
