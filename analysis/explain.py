@@ -105,12 +105,20 @@ def _value_at_epoch(exp: Experiment, trial_id: str, epoch: int) -> float:
     return float(curve["val/acc"].max()) if len(curve) else float("nan")
 
 
+def comparable_params(a: Experiment, b: Experiment) -> list:
+    """Hyperparameters both searched over the same distribution; a model's own options (width,
+    dropout, …) only when both experiments train the same model, since "width 32" of a CNN and
+    of an MLP are different things."""
+    params_b = {p.path: p for p in searched_params(b.meta, b.trials)}
+    same_model = a.meta.get("base", {}).get("model.name") == b.meta.get("base", {}).get("model.name")
+    return [p for p in searched_params(a.meta, a.trials)
+            if params_b.get(p.path) == p and (same_model or not p.path.startswith("model."))]
+
+
 def matched_configs(a: Experiment, b: Experiment) -> pd.DataFrame:
     """Each A trial paired with its nearest B trial over the hyperparameters both searched,
     compared by best val/acc up to the epoch both reached (so early stopping does not decide)."""
-    params_a = {p.path: p for p in searched_params(a.meta, a.trials)}
-    params_b = {p.path: p for p in searched_params(b.meta, b.trials)}
-    common = [params_a[p] for p in params_a if p in params_b]
+    common = comparable_params(a, b)
     ta, tb = _scored(a), _scored(b)
     if not common or ta.empty or tb.empty:
         return pd.DataFrame()
@@ -134,12 +142,15 @@ def same_hyperparameters(a: Experiment, b: Experiment, out: Findings) -> None:
     lines = ["## The same hyperparameters on both"]
     pairs = matched_configs(a, b)
     if pairs.empty:
-        lines.append("The two experiments searched no hyperparameter in common; no matched comparison is possible.")
+        lines.append("The two experiments searched no hyperparameter in common over the same distribution "
+                     "(a model's own options count only for the same model); no matched comparison is possible.")
         out.sections.append("\n\n".join(lines))
         return
     close = pairs[pairs["distance"] <= NEIGHBOUR_RADIUS].drop_duplicates("trial_b")
     exact = int((close["distance"] < 1e-9).sum())
+    compared = [p.path for p in comparable_params(a, b)]
     lines.append(f"Each {a.name} trial paired with the nearest {b.name} trial over the hyperparameters both searched "
+                 f"with the same distribution ({', '.join(compared)}) "
                  f"(distance 0 = identical, 1 = opposite corners; pairs within {NEIGHBOUR_RADIUS} kept, "
                  f"{exact} identical); values are best val/acc up to the epoch both reached.")
     if close.empty:

@@ -45,6 +45,8 @@ def fmt(value: Any, metric: bool = False) -> str:
             return "inf" if value > 0 else "-inf"
         if metric:
             return f"{value:.4f}"
+        if value.is_integer() and abs(value) < 1e12:  # a median of counts or sizes reads as a whole number
+            return f"{int(value):,}"
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
             return f"{value:.3e}"
         return f"{value:.4g}"
