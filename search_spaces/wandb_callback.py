@@ -9,7 +9,6 @@ run. A failing actor or queue stops W&B logging for that trial only; trials neve
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import ray
@@ -121,7 +120,6 @@ class TrialRunActor(_WandbLoggingActor):
     """One trial's W&B run, fed by the callback through a Ray queue (see ``TrialRunsCallback``)."""
 
     def run(self) -> None:
-        os.environ["WANDB_START_METHOD"] = "thread"
         run = init_with_fallback(self._wandb, self.kwargs)
         if run is None:
             return  # wandb.init failed online and offline: nothing to log into; the trial is unaffected

@@ -219,15 +219,16 @@ def _unused_port() -> int:
 
 def test_unreachable_server_costs_a_bounded_time(ray_session, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_DIR", raising=False)
-    baseline_s, _ = _search(tmp_path, "plain", samples=2, epochs=2)
+    baseline_s, _ = _search(tmp_path, "plain", samples=2, epochs=1)
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.setenv("WANDB_API_KEY", SENTINEL_KEY)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_unused_port()}")
-    online_s, stdout = _search(tmp_path, "online", "--wandb", "tunelab-test", samples=2, epochs=2)
+    online_s, stdout = _search(tmp_path, "online", "--wandb", "tunelab-test", samples=2, epochs=1)
     # Runs fall back to offline files instead of failing or waiting on the network.
     trials = load_experiment(tmp_path / "online").trials
     assert set(offline_runs(tmp_path / "online")) == set(trials["trial_id"])
     assert "wandb sync" in stdout
+    print(f"search without W&B {baseline_s:.1f}s, with W&B online against no server {online_s:.1f}s")
     assert online_s < 2.0 * baseline_s + 20, (online_s, baseline_s)
 
 
