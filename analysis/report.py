@@ -167,9 +167,12 @@ def _reference_section(exp: Experiment) -> list[str]:
     if comparison.empty:
         return []
     reference = exp.meta.get("reference") or {}
+    shown = comparison.copy().astype(object)
+    for column in ("reported", "ours"):  # accuracies and losses to four decimals, counts whole
+        shown[column] = [fmt(v, metric="acc" in q or "loss" in q) for q, v in zip(comparison["quantity"], comparison[column])]
     return [f"## Seed study {reference.get('study', '')}: reported vs ours",
             "The study's own numbers (its selection may have used the test set); ours select on validation.",
-            table(comparison, metric_columns=["reported", "ours"])]
+            table(shown)]
 
 
 def _test_section(exp: Experiment) -> list[str]:
