@@ -38,6 +38,18 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class SyntheticConfig:
+    """Shape of the ``synthetic`` data set (random images; used only when ``data.name`` is synthetic)."""
+
+    train_size: int = field(default=2048, metadata=_rule(ge=10, le=1_000_000))
+    test_size: int = field(default=512, metadata=_rule(ge=10, le=1_000_000))
+    channels: int = field(default=3, metadata=_rule(ge=1, le=16))
+    image_size: int = field(default=32, metadata=_rule(ge=4, le=512))
+    num_classes: int = field(default=10, metadata=_rule(ge=2, le=1000))
+    seed: int = field(default=0, metadata=_rule(ge=0))
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which data set, how it is split, and how batches are shaped and normalised."""
 
@@ -50,13 +62,14 @@ class DataConfig:
     resize: int | None = field(default=None, metadata=_rule(ge=8, le=512))
     channels: int | None = field(default=None, metadata=_rule(choices=(1, 3)))
     augment: AugmentConfig = AugmentConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A registered model name plus its keyword options (checked against its factory)."""
 
-    name: str = "digits_cnn"
+    name: str = "small_cnn"
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
