@@ -11,6 +11,7 @@ stall the GPU with a host sync per batch.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 
@@ -22,7 +23,13 @@ from trainables.pipeline import BatchPipeline, batch_indices
 
 
 class DivergedError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite, or exploded past ``DIVERGED_LOSS``."""
+
+
+# A mean cross-entropy this large means logits are off by thousands: the weights have blown up, and
+# such a run rarely turns NaN promptly (dead ReLUs can freeze it at a huge finite loss), so it is
+# stopped as diverged rather than trained on. Chance level is ln(classes) < 7 for 1,000 classes.
+DIVERGED_LOSS = 1e4
 
 
 @dataclass(frozen=True)
@@ -81,14 +88,20 @@ def train_epoch(
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == targets).sum()
         seen += len(idx)
-        if (step + 1) % check_every == 0 and not torch.isfinite(loss_sum):
-            raise DivergedError(f"training loss is not finite after {step + 1} steps")
+        if (step + 1) % check_every == 0:
+            _check_loss(loss_sum.item() / seen, f"after {step + 1} steps")
     total = loss_sum.item()
-    if not torch.isfinite(torch.tensor(total)):
-        raise DivergedError("training loss is not finite at the end of the epoch")
+    _check_loss(total / max(seen, 1), "at the end of the epoch")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return EpochStats(total / max(seen, 1), correct.item() / max(seen, 1), seen, time.perf_counter() - start)
+
+
+def _check_loss(mean_loss: float, when: str) -> None:
+    if not math.isfinite(mean_loss):
+        raise DivergedError(f"training loss is not finite {when}")
+    if mean_loss > DIVERGED_LOSS:
+        raise DivergedError(f"training loss exploded to {mean_loss:.3g} {when} (limit {DIVERGED_LOSS:g})")
 
 
 @torch.no_grad()

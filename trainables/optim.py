@@ -31,7 +31,9 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 @OPTIMIZERS.register("sgd")
 def sgd(params: Iterable, config: OptimizerConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0
+    )
 
 
 @OPTIMIZERS.register("adam")
@@ -65,7 +67,13 @@ def step(config: ScheduleConfig, total_epochs: int) -> Multiplier:
 def cosine(config: ScheduleConfig, total_epochs: int) -> Multiplier:
     floor = config.min_lr_ratio
     span = max(total_epochs - config.warmup_epochs, 1e-9)
-    return lambda epoch: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min((epoch - config.warmup_epochs) / span, 1.0)))
+
+    def factor(epoch: float) -> float:
+        # Flat at 1 during warm-up, then one half-cosine down to the floor at the last epoch.
+        t = min(max(epoch - config.warmup_epochs, 0.0) / span, 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
 
 
 @SCHEDULES.register("cosine_restarts")

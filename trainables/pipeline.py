@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from trainables.config import DataConfig
+from trainables.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,6 +46,13 @@ class BatchPipeline:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.out_channels = config.channels or in_channels
+        if self.out_channels != in_channels and in_channels != 1:
+            raise ConfigError(
+                "",
+                "data.channels",
+                f"can only repeat grey images to 3 channels; these images have {in_channels} channels, "
+                f"so leave it unset or set it to {in_channels}",
+            )
         mean_t, std_t = _normalisation(config.normalize, mean, std)
         if len(mean_t) != self.out_channels:  # grey statistics repeated for repeated channels
             mean_t, std_t = mean_t[:1] * self.out_channels, std_t[:1] * self.out_channels

@@ -69,13 +69,22 @@ def _backbone(arch: str, weights: str, in_channels: int) -> nn.Module:
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} does not exist (or use none, IMAGENET1K_V1, IMAGENET1K_V2)")
         net = builder(weights=None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except Exception as err:  # unpickling and shape mismatches raise several types
+            raise ValueError(f"weights file {path} is not a torchvision {arch} state dict ({err})") from None
+    # The ImageNet pooling and 1000-class classifier are replaced by this model's head; keeping them
+    # would count ~0.5M (ResNet18) or ~2M (ResNet50) parameters that never receive a gradient.
+    net.avgpool, net.fc = nn.Identity(), nn.Identity()
     if in_channels != 3:
         old = net.conv1
         net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        with torch.no_grad():  # keep pretrained filters: average them over the RGB channels
-            net.conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1))
+        # Keep the (pretrained) filters: their RGB sum, spread over the new channels, gives an image
+        # with every channel equal to g the same response the RGB filters gave to grey g.
+        with torch.no_grad():
+            rgb_sum = old.weight.sum(dim=1, keepdim=True)
+            net.conv1.weight.copy_(rgb_sum.repeat(1, in_channels, 1, 1) / in_channels)
     return net
 
 
@@ -86,11 +95,20 @@ def _side(size: int) -> int:
     return max(size, 1)
 
 
-def _build(arch, features, num_classes, in_channels, input_size, weights, pool, head, dense_widths, dropout, input_resize):
+def _build(
+    arch, features, num_classes, in_channels, input_size, weights, pool, head, dense_widths, dropout, input_resize
+):
     side = _side(input_resize or input_size)
     return ImageNetResNet(
-        _backbone(arch, weights, in_channels), features, num_classes, pool, head, list(dense_widths), dropout,
-        input_resize, side,
+        _backbone(arch, weights, in_channels),
+        features,
+        num_classes,
+        pool,
+        head,
+        list(dense_widths),
+        dropout,
+        input_resize,
+        side,
     )
 
 
@@ -108,7 +126,19 @@ def imagenet_resnet18(
     input_resize: int | None = None,
 ):
     """torchvision ResNet18 (ImageNet stem) with a configurable head."""
-    return _build("resnet18", 512, num_classes, in_channels, input_size, weights, pool, head, (dense1, dense2), dropout, input_resize)
+    return _build(
+        "resnet18",
+        512,
+        num_classes,
+        in_channels,
+        input_size,
+        weights,
+        pool,
+        head,
+        (dense1, dense2),
+        dropout,
+        input_resize,
+    )
 
 
 @MODELS.register("imagenet_resnet50")
@@ -125,4 +155,16 @@ def imagenet_resnet50(
     input_resize: int | None = None,
 ):
     """torchvision ResNet50 (ImageNet stem) with a configurable head; S0 used max pooling, S4 the dense head."""
-    return _build("resnet50", 2048, num_classes, in_channels, input_size, weights, pool, head, (dense1, dense2), dropout, input_resize)
+    return _build(
+        "resnet50",
+        2048,
+        num_classes,
+        in_channels,
+        input_size,
+        weights,
+        pool,
+        head,
+        (dense1, dense2),
+        dropout,
+        input_resize,
+    )

@@ -29,7 +29,9 @@ class ResNetS3(nn.Module):
             stage, planes = make_stage(BasicBlock, planes, width, count, 1 if i == 0 else 2)
             stages.append(stage)
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(planes, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(planes, num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.stages(self.stem(x)))
