@@ -65,7 +65,7 @@ def train_epoch(
     bf16: bool = False,
     check_every: int = 25,
 ) -> EpochStats:
-    """One pass over ``images`` in a random order; raises ``DivergedError`` on a non-finite loss."""
+    """One pass over ``images`` in a random order; raises ``DivergedError`` on a non-finite or exploded loss."""
     model.train()
     device = pipeline.device
     start = time.perf_counter()
