@@ -230,3 +230,18 @@ def test_notebook_executes(experiments, tmp_path, monkeypatch):
     text = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)
     assert cnn.leaderboard(1)["trial_id"].iloc[0] in text
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # shares the two searches of the `experiments` fixture
+def test_report_sets_the_seed_studys_numbers_beside_ours(experiments, tmp_path):
+    import dataclasses
+
+    cnn, _ = experiments
+    meta = {**cnn.meta, "reference": {"study": "S4", "reported": {"test_acc": 0.7411, "params": 1250858, "epochs": 25}}}
+    text = report.build_report(dataclasses.replace(cnn, meta=meta), tmp_path).read_text()
+    rows = _first_table(_section(text, "Seed study S4: reported vs ours")).set_index("quantity")
+    assert rows.loc["test_acc", "reported"] == "0.7411" and rows.loc["params", "reported"] == "1,250,858"
+    confirm = cnn.final[cnn.final["kind"] == "confirm"]["test/acc"].mean()
+    assert parse_number(rows.loc["test_acc", "ours"]) == pytest.approx(confirm, abs=5e-5)
+    assert parse_number(rows.loc["params", "ours"]) == cnn.leaderboard(1)["model/params"].iloc[0]
+    assert rows.loc["epochs", "ours measured as"] == "not measured by this platform"
