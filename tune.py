@@ -340,7 +340,7 @@ def _fit(preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any) -
     from ray import tune
 
     from search_spaces.domains import param_space
-    from search_spaces.search import build_scheduler, build_searcher
+    from search_spaces.search import build_scheduler, build_searcher, checkpoints_to_keep
     from trainables.adapter import train_trial
 
     resources = preset.tune.resources
@@ -371,7 +371,7 @@ def _fit(preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any) -
             name=exp_dir.name,
             storage_path=str(exp_dir.parent),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1,  # the best by the preset's metric; Ray always keeps the latest too
+                num_to_keep=checkpoints_to_keep(preset),  # the best by the metric (all under PBT); Ray keeps the latest too
                 checkpoint_score_attribute=preset.tune.metric,
                 checkpoint_score_order=preset.tune.mode,
             ),

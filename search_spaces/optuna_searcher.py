@@ -97,17 +97,21 @@ class HonestOptunaSearch(Searcher):
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if number is None or value is None or not _finite(value):
             return
+        if result.get("status") in ("diverged", "oom"):
+            return  # the adapter's placeholder worst values, not a measurement
         if epoch > self._last_epoch.get(trial_id, 0):
             self.study._storage.set_trial_intermediate_value(self._trial_id(number), epoch, float(value))
             self._last_epoch[trial_id] = epoch
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         self._settle_after_restore()
+        if result and not error:
+            # A trial's last result often reaches the searcher only here (the scheduler's STOP at
+            # max_t skips on_trial_result), so record it while the trial is still live.
+            self.on_trial_result(trial_id, result)
         number = self._live.pop(trial_id, None)
         if number is None:
             return
-        if result and not error:
-            self.on_trial_result(trial_id, result)
         self._last_epoch.pop(trial_id, None)
         state, value, reason = self._outcome(result, error)
         trial = self._frozen(number)

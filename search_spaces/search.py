@@ -67,11 +67,19 @@ def build_scheduler(preset: Preset) -> Any:
         }
         return PopulationBasedTraining(
             perturbation_interval=sched.perturbation_interval_epochs,
-            hyperparam_mutations=mutations,
-            seed=tune.seed,
+            hyperparam_mutations=mutations,  # Ray's PBT draws from Python's global `random`; it takes no seed
             **common,
         )
     return FIFOScheduler()
+
+
+def checkpoints_to_keep(preset: Preset) -> int | None:
+    """How many checkpoints Ray keeps per trial: the best one, or all of them under PBT.
+
+    A PBT trial that exploits another restores the other's latest checkpoint, which a
+    keep-one policy may already have deleted (Ray then fails the exploiting trial).
+    """
+    return None if preset.tune.scheduler.name == "pbt" else 1
 
 
 def _pbt_mutation(dist: Any) -> Any:
