@@ -134,7 +134,8 @@ class TrialRunActor(_WandbLoggingActor):
                 log.warning("W&B run %s: %d of %d results never arrived", self.kwargs.get("id"), logged, expected)
                 break
             if kind == _QueueItem.END:
-                expected, summary = payload["results"], payload["summary"]
+                payload = payload or {}  # Ray's own stop signal (on garbage collection) carries nothing
+                expected, summary = payload.get("results", logged + len(pending)), payload.get("summary", {})
             elif kind == _QueueItem.RESULT:
                 pending[payload["seq"]] = payload["metrics"]
             while logged in pending:  # log in the order the trial reported
@@ -142,6 +143,9 @@ class TrialRunActor(_WandbLoggingActor):
                 logged += 1
         run.summary.update(summary)
         run.finish(exit_code=1 if summary.get("status") == "error" else 0)
+        # finish() returns once the run's last record is handled, not written: the callback kills
+        # this actor as soon as run() returns, so wait here for wandb's service to flush and exit.
+        self._wandb.teardown()
 
     @staticmethod
     def _log(run: Any, metrics: dict) -> None:
