@@ -1,4 +1,5 @@
-"""Experiment tracking: the callbacks the Tuner gets (one W&B run per trial) and W&B sweep export.
+"""Experiment tracking: the callbacks the Tuner gets (one W&B run per trial), test results into
+the runs afterwards, and W&B logging for ``--single-trial`` (what a W&B sweep agent runs).
 
     python tune.py --space quickstart --wandb tunelab                   # offline unless a key is configured
     python tune.py --space quickstart --wandb tunelab --wandb-mode online
@@ -17,8 +18,11 @@ after the search, the test results of the top-k trials.
 
 Offline first: without an API key (``WANDB_API_KEY`` or a ``~/.netrc`` entry for
 the W&B host) runs are written offline and the summary prints the ``wandb sync``
-command. Online runs fall back to offline when the server cannot be reached, so
-no prompt and no network wait longer than ``INIT_TIMEOUT_S`` ever holds a search.
+command. Online runs fall back to offline when the server cannot be reached: there
+is never a login prompt, and the network can hold a search for at most
+``PROBE_TIMEOUT_S`` at its start, ``UPLOAD_TIMEOUT_S`` at its end and ``PROBE_TIMEOUT_S`` +
+``INIT_TIMEOUT_S`` while the test results are added; trials never wait on it.
+The sweep export is ``search_spaces/wandb_sweep.py``.
 """
 
 from __future__ import annotations
@@ -125,10 +129,8 @@ def wandb_plan(preset: Preset, args: Any, root: Path | None = None) -> WandbPlan
 
 
 def _resolve_mode(flag: str, preset_mode: str) -> tuple[str, str]:
-    aliases = {"dryrun": "offline", "run": "online"}
-    env = aliases.get(
-        os.environ.get("WANDB_MODE", "").strip().lower(), os.environ.get("WANDB_MODE", "").strip().lower()
-    )
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    env = {"dryrun": "offline", "run": "online"}.get(env, env)  # wandb's older spellings
     for requested, source in ((flag, "--wandb-mode"), (preset_mode, "logging.wandb.mode"), (env, "WANDB_MODE")):
         if requested in ("online", "offline", "disabled"):
             if requested == "online" and not api_key_configured():
