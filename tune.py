@@ -315,7 +315,13 @@ def _connect_ray(args: argparse.Namespace, preset: Preset) -> None:
                 ) from None
         else:
             ray.init(address="local", num_cpus=args.num_cpus, **kwargs)  # never attach to a stray cluster
-    check_resources(preset)
+    try:
+        check_resources(preset)
+    except ConfigError as err:
+        if not args.address:
+            raise
+        # An autoscaling cluster (cluster/gpu.yaml starts with no GPU workers) adds the node later.
+        log.warning("%s; trials wait until the autoscaler adds such a node", err)
 
 
 def check_resources(preset: Preset) -> None:

@@ -41,6 +41,7 @@ class Node:
     process: subprocess.Popen
     temp_dir: Path
     log: Path
+    killed: bool = False  # stopped on purpose (a dead node is then not an error)
 
     @property
     def alive(self) -> bool:
@@ -60,6 +61,7 @@ class Node:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the node (SIGTERM lets ``ray start --block`` shut it down), then SIGKILL what is left."""
+        self.killed = True
         self._signal_all(sig)
         try:
             self.process.wait(timeout=30)
@@ -143,8 +145,8 @@ class LocalCluster:
         return [n for n in self.nodes if n.name.startswith("worker") and n.alive]
 
     def alive_node_count(self) -> int:
-        code = ("import ray; ray.init(address=%r, log_to_driver=False); "
-                "print(sum(n['Alive'] for n in ray.nodes()))" % self.address)
+        code = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
+                "print(sum(n['Alive'] for n in ray.nodes()))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env, timeout=60)
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
@@ -162,7 +164,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for node in self.nodes:
-                if not node.alive:
+                if not node.alive and not node.killed:
                     raise RuntimeError(f"ray node {node.name} exited:\n{node.log.read_text()[-3000:]}")
             if self.alive_node_count() >= count:
                 return

@@ -12,7 +12,6 @@ on every node, no secrets in the files.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

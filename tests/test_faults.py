@@ -139,3 +139,35 @@ def test_corrupt_latest_checkpoint_fails_the_trial_clearly(monkeypatch, tmp_path
     with pytest.raises(CheckpointError, match=r"trial_state\.pt: checkpoint is corrupt or unreadable"):
         trainables.adapter.train_trial(preset.base.to_flat(), data=splits)
     assert reports == []  # not a single epoch trained from scratch
+
+
+def test_restored_finished_trial_reports_its_final_result_again(ray_session, monkeypatch, tmp_path):
+    """A driver killed between a trial's last report and recording it finished restores the trial at its
+    final checkpoint: the trial must tell its final result again (no training), not end without one."""
+    import shutil
+
+    from ray import tune as ray_tune
+
+    from search_spaces import load_preset
+    from trainables.data import load_dataset
+
+    preset = load_preset("quickstart", ["epochs=1"])
+    splits = load_dataset(preset.base.data).without_test()
+    saved, reports = tmp_path / "checkpoint", []
+
+    def report(metrics, checkpoint=None):
+        reports.append(metrics)
+        if checkpoint is not None:
+            shutil.copytree(checkpoint.path, saved, dirs_exist_ok=True)
+
+    monkeypatch.setattr(trainables.adapter.tune, "report", report)
+    monkeypatch.setattr(trainables.adapter.tune, "get_checkpoint", lambda: None)
+    trainables.adapter.train_trial(preset.base.to_flat(), data=splits)
+    (final,) = reports
+    assert final["status"] == "completed"
+
+    reports.clear()
+    monkeypatch.setattr(trainables.adapter.tune, "get_checkpoint",
+                        lambda: ray_tune.Checkpoint.from_directory(str(saved)))
+    trainables.adapter.train_trial(preset.base.to_flat(), data=splits)
+    assert reports == [final]

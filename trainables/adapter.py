@@ -10,6 +10,7 @@ crashing, when the loss diverges (``status: diverged``) or memory runs out
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -26,6 +27,8 @@ from trainables.recipe import WORST_LOSS, TrialRun
 
 log = logging.getLogger(__name__)
 
+RESULT_FILE = "epoch_result.json"  # the epoch's reported metrics, kept with its checkpoint
+
 
 def train_trial(config: dict[str, Any], data: DataSplits, gpu_fraction: float = 0.0) -> None:
     """Ray Tune function trainable: ``config`` is the flat dotted trial config."""
@@ -34,15 +37,23 @@ def train_trial(config: dict[str, Any], data: DataSplits, gpu_fraction: float = 
     try:
         run = TrialRun(train_config, data, gpu_memory_fraction=gpu_fraction or None)
         checkpoint = tune.get_checkpoint()
+        last_result: dict[str, Any] | None = None
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 run.load(Path(directory))
+                result_file = Path(directory) / RESULT_FILE
+                last_result = json.loads(result_file.read_text()) if result_file.is_file() else None
             log.info("resumed at epoch %d", run.epoch)
+        if run.finished and last_result is not None:
+            # The driver stopped between this trial's last report and recording it as finished:
+            # tell the restored driver the final result again instead of ending without one.
+            tune.report(last_result)
         node_id = ray.get_runtime_context().get_node_id()  # which node ran each epoch (IPs repeat in containers)
         while not run.finished:
             metrics = {**run.run_epoch(), "node_id": node_id}
             with tempfile.TemporaryDirectory() as directory:
                 run.save(Path(directory))
+                (Path(directory) / RESULT_FILE).write_text(json.dumps(metrics))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
     except DivergedError as err:
         log.warning("trial diverged: %s", err)
