@@ -30,8 +30,13 @@ INPUTS = {
 }
 
 
+def _shipped_models() -> set[str]:
+    """Registered models that ship with tunelab (test-only models such as fault_probe live in tests/)."""
+    return {name for name in MODELS.names() if MODELS.get(name).__module__.startswith("trainables.")}
+
+
 def test_every_registered_model_has_a_test_input():
-    assert set(MODELS.names()) == set(INPUTS), "add the new model to INPUTS so it is tested"
+    assert _shipped_models() == set(INPUTS), "add the new model to INPUTS so it is tested"
 
 
 def _batch(name: str, batch: int = 4):
