@@ -307,10 +307,36 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
             flat.pop("scheduler")
             flat["scheduler.name"] = raw["tune"]["scheduler"]
         flat[rest] = value
+        if section == "base" and rest == "model.name":
+            flat = _keep_options_of(value, flat, raw)
         raw[section] = unflatten(flat)
         if section == "base" and rest in (raw.get("space") or {}):
             raw["space"] = {k: v for k, v in raw["space"].items() if k != rest}
     return raw
+
+
+def _keep_options_of(model_name: Any, flat_base: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """Switching the model with --set drops the old model's options (base and space) that the new one lacks.
+
+    Options belong to a model: ``--set model.name=mlp`` on a CNN preset means "an MLP with its
+    defaults", not "an MLP with a CNN's dense_width". Unknown names are left for validation to report.
+    """
+    import inspect
+    import logging
+
+    from trainables.models import MODELS
+
+    if not isinstance(model_name, str) or model_name not in MODELS:
+        return flat_base
+    accepted = set(inspect.signature(MODELS.get(model_name)).parameters)
+    foreign = [k for k in flat_base if k.startswith("model.") and k != "model.name" and k[6:] not in accepted]
+    searched = [k for k in (raw.get("space") or {}) if k.startswith("model.") and k != "model.name" and k[6:] not in accepted]
+    if foreign or searched:
+        logging.getLogger(__name__).warning(
+            "model %s has no option(s) %s; dropped from the preset", model_name, ", ".join(sorted({*foreign, *searched}))
+        )
+        raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k not in searched}
+    return {k: v for k, v in flat_base.items() if k not in foreign}
 
 
 def _parse_scalar(text: str, yaml: Any) -> Any:

@@ -277,3 +277,12 @@ def test_smoke_overrides_shrink_every_preset(name):
     assert (preset.base.data.resize or 0) <= 64 and (preset.base.model.options.get("input_resize") or 0) <= 64
     assert preset.base.model.options.get("weights", "none") == "none"  # smoke never downloads
     assert preset.tune.resources.gpus == 0 and preset.tune.max_failures == 0
+
+
+def test_switching_model_with_set_drops_options_the_new_model_lacks():
+    preset = load_preset("quickstart", ["model.name=mlp"])
+    assert preset.base.model.name == "mlp"
+    assert "dense_width" not in preset.base.model.options  # a small_cnn option, not an MLP one
+    assert preset.base.model.options["dropout"] == load_preset("quickstart").base.model.options["dropout"]
+    with pytest.raises(ConfigError, match="model.dense_width"):
+        load_preset("quickstart", ["model.name=mlp", "model.dense_width=64"])
