@@ -48,11 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=_positive_int, metavar="N", help="epochs per trial, the scheduler's max_t")
     p.add_argument("--searcher", choices=("optuna", "random", "grid"), help="search algorithm (default: preset's)")
     p.add_argument(
-        "--scheduler", choices=("asha", "hyperband", "median", "pbt", "fifo"), help="trial scheduler (default: preset's)"
+        "--scheduler",
+        choices=("asha", "hyperband", "median", "pbt", "fifo"),
+        help="trial scheduler (default: preset's)",
     )
     p.add_argument("--seed", type=_non_negative_int, metavar="N", help="seeds the searcher and model initialisation")
-    p.add_argument("--data-dir", type=Path, default=Path("data"), metavar="DIR", help="data sets in torchvision's layout (default: ./data)")
-    p.add_argument("--no-download", action="store_true", help="never download data; fail with the missing files instead")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        metavar="DIR",
+        help="data sets in torchvision's layout (default: ./data)",
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="never download data; fail with the missing files instead"
+    )
     p.add_argument(
         "--storage-path",
         default=os.environ.get("TUNELAB_STORAGE_PATH", "results"),
@@ -60,23 +70,77 @@ def build_parser() -> argparse.ArgumentParser:
         help="where experiments are written: a folder every Ray node can reach (shared, e.g. NFS, on a cluster); default: $TUNELAB_STORAGE_PATH, else ./results",
     )
     p.add_argument("--name", metavar="NAME", help="experiment name (default: <preset>-<timestamp>); needed by --resume")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), metavar="ADDR", help="connect to a running Ray cluster (e.g. auto, 10.0.0.5:6379); default: $RAY_ADDRESS, else start a local one")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        metavar="ADDR",
+        help="connect to a running Ray cluster (e.g. auto, 10.0.0.5:6379); default: $RAY_ADDRESS, else start a local one",
+    )
     p.add_argument("--cpus-per-trial", type=_positive_float, metavar="N", help="CPUs each trial reserves")
-    p.add_argument("--gpus-per-trial", type=_non_negative_float, metavar="F", help="GPUs each trial reserves; fractions pack trials on one GPU")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=_non_negative_float,
+        metavar="F",
+        help="GPUs each trial reserves; fractions pack trials on one GPU",
+    )
     p.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value, e.g. optimizer.lr=0.01 or tune.num_samples=8 (repeatable); pinning a searched value removes it from the space")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset value, e.g. optimizer.lr=0.01 or tune.num_samples=8 (repeatable); pinning a searched value removes it from the space",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny budget (few trials, epochs and images) for CI")
-    p.add_argument("--resume", action="store_true", help="resume experiment --name from --storage-path after a crash or stop")
-    p.add_argument("--single-trial", action="store_true", help="train the base config once, in this process, without Ray")
-    p.add_argument("--top-k", type=_non_negative_int, metavar="K", help="trials whose best checkpoint is tested (default: preset's top_k_test)")
-    p.add_argument("--confirm", type=_positive_int, metavar="N", help="after the search, re-train the best config with N fresh seeds (full epochs, no early stopping) and test each once")
-    p.add_argument("--confirm-top", type=_positive_int, default=1, metavar="K", help="with --confirm: re-train the top K configs, not only the best (default 1)")
+    p.add_argument(
+        "--resume", action="store_true", help="resume experiment --name from --storage-path after a crash or stop"
+    )
+    p.add_argument(
+        "--single-trial", action="store_true", help="train the base config once, in this process, without Ray"
+    )
+    p.add_argument(
+        "--top-k",
+        type=_non_negative_int,
+        metavar="K",
+        help="trials whose best checkpoint is tested (default: preset's top_k_test)",
+    )
+    p.add_argument(
+        "--confirm",
+        type=_positive_int,
+        metavar="N",
+        help="after the search, re-train the best config with N fresh seeds (full epochs, no early stopping) and test each once",
+    )
+    p.add_argument(
+        "--confirm-top",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="with --confirm: re-train the top K configs, not only the best (default 1)",
+    )
     p.add_argument("--num-cpus", type=_positive_int, metavar="N", help="CPUs for the local Ray instance (default: all)")
     p.add_argument("--quiet", action="store_true", help="no Ray progress table")
-    p.add_argument("--wandb", metavar="PROJECT", help="log every trial as a W&B run in PROJECT (offline unless an API key is configured)")
-    p.add_argument("--wandb-mode", choices=("auto", "online", "offline", "disabled"), help="W&B mode (default: preset's logging.wandb.mode, then WANDB_MODE, then online only with an API key)")
-    p.add_argument("--export-wandb-sweep", type=Path, metavar="FILE", help="write the preset's space as a W&B sweep YAML (for wandb sweep/agent), then exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as with --set (how a W&B sweep agent passes its values)")
+    p.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="log every trial as a W&B run in PROJECT (offline unless an API key is configured)",
+    )
+    p.add_argument(
+        "--wandb-mode",
+        choices=("auto", "online", "offline", "disabled"),
+        help="W&B mode (default: preset's logging.wandb.mode, then WANDB_MODE, then online only with an API key)",
+    )
+    p.add_argument(
+        "--export-wandb-sweep",
+        type=Path,
+        metavar="FILE",
+        help="write the preset's space as a W&B sweep YAML (for wandb sweep/agent), then exit",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="more overrides, as with --set (how a W&B sweep agent passes its values)",
+    )
     return p
 
 
@@ -196,32 +260,41 @@ def run_single_trial(preset: Preset, args: argparse.Namespace) -> int:
     splits = load_dataset(preset.base.data, args.data_dir, download=not args.no_download)
     run = TrialRun(preset.base, splits.without_test())
     tracker = _single_trial_tracker(preset, args)
-    print(f"{preset.base.model.name}: {run.num_params:,} parameters on {run.device}; "
-          f"{len(splits.train_labels):,} train / {len(splits.val_labels):,} val / {len(splits.test_labels):,} test images")
+    print(
+        f"{preset.base.model.name}: {run.num_params:,} parameters on {run.device}; "
+        f"{len(splits.train_labels):,} train / {len(splits.val_labels):,} val / {len(splits.test_labels):,} test images"
+    )
     start = time.perf_counter()
     try:
         while not run.finished:
             m = run.run_epoch()
             if tracker:
                 tracker.log_epoch(m)
-            print(f"epoch {m['epoch']:>3}  train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "
-                  f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  lr {m['lr']:.2e}  "
-                  f"{m['time/epoch_s']:.1f}s  {m['throughput/img_s']:,.0f} img/s", flush=True)
+            print(
+                f"epoch {m['epoch']:>3}  train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "
+                f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  lr {m['lr']:.2e}  "
+                f"{m['time/epoch_s']:.1f}s  {m['throughput/img_s']:,.0f} img/s",
+                flush=True,
+            )
     except DivergedError as err:
         print(f"diverged: {err}")
         if tracker:
             tracker.finish("diverged")
         return 1
     test_loss, test_acc = run.evaluate_images(splits.test_images, splits.test_labels)
-    result = {"val/acc_best": run.best_val_acc, "test/acc": test_acc, "test/loss": test_loss,
-              "wall_s": round(time.perf_counter() - start, 1)}
-    print(f"test/acc {test_acc:.4f}  test/loss {test_loss:.4f}  (best val/acc {run.best_val_acc:.4f}, "
-          f"{result['wall_s']}s)")
+    result = {
+        "val/acc_best": run.best_val_acc,
+        "test/acc": test_acc,
+        "test/loss": test_loss,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    print(
+        f"test/acc {test_acc:.4f}  test/loss {test_loss:.4f}  (best val/acc {run.best_val_acc:.4f}, "
+        f"{result['wall_s']}s)"
+    )
     if tracker:
         tracker.finish("completed", {"test/acc": test_acc, "test/loss": test_loss})
     return 0
-
-
 
 
 def run_search(preset: Preset, args: argparse.Namespace) -> int:
@@ -276,8 +349,9 @@ def run_search(preset: Preset, args: argparse.Namespace) -> int:
 def _storage_root(storage_path: str) -> Path:
     if "://" in storage_path:
         raise ConfigError(
-            "--storage-path", "", "cloud URIs are not supported for the results store yet; "
-            "give a local or shared (NFS) folder"
+            "--storage-path",
+            "",
+            "cloud URIs are not supported for the results store yet; give a local or shared (NFS) folder",
         )
     return Path(storage_path).expanduser().resolve()
 
@@ -377,7 +451,9 @@ def _fit(preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any) -
             name=exp_dir.name,
             storage_path=str(exp_dir.parent),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=checkpoints_to_keep(preset),  # the best by the metric (all under PBT); Ray keeps the latest too
+                num_to_keep=checkpoints_to_keep(
+                    preset
+                ),  # the best by the metric (all under PBT); Ray keeps the latest too
                 checkpoint_score_attribute=preset.tune.metric,
                 checkpoint_score_order=preset.tune.mode,
             ),
@@ -399,7 +475,9 @@ def _callbacks(preset: Preset, args: argparse.Namespace, exp_dir: Path) -> list[
     return search_callbacks(preset, args, exp_dir)
 
 
-def _tracking_after_search(preset: Preset, args: argparse.Namespace, exp_dir: Path, results: Any, final: Any) -> list[str]:
+def _tracking_after_search(
+    preset: Preset, args: argparse.Namespace, exp_dir: Path, results: Any, final: Any
+) -> list[str]:
     """Test results into the W&B runs' summaries; the lines that say where the runs are."""
     from search_spaces.tracking import after_search
 
@@ -489,10 +567,16 @@ def measure_test(results: Any, trials: Any, preset: Preset, splits: Any) -> Any:
         tested = _test_best_checkpoint(result, preset, splits)
         if tested is None:
             continue
-        rows.append({
-            "trial_id": trial_id, "rank": rank, "kind": "top_k", "seed": int(result.config.get("seed", 0)),
-            "val_best": float(top.set_index("trial_id").loc[trial_id, best_col]), **tested,
-        })
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "rank": rank,
+                "kind": "top_k",
+                "seed": int(result.config.get("seed", 0)),
+                "val_best": float(top.set_index("trial_id").loc[trial_id, best_col]),
+                **tested,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -509,11 +593,17 @@ def _test_best_checkpoint(result: Any, preset: Preset, splits: Any) -> dict[str,
     with checkpoint.as_directory() as directory:
         run.load(Path(directory), weights_only=True)
     test_loss, test_acc = run.evaluate_images(splits.test_images, splits.test_labels)
-    return {"checkpoint_epoch": run.epoch, "test/acc": test_acc, "test/loss": test_loss,
-            "test_images": len(splits.test_labels)}
+    return {
+        "checkpoint_epoch": run.epoch,
+        "test/acc": test_acc,
+        "test/loss": test_loss,
+        "test_images": len(splits.test_labels),
+    }
 
 
-def confirm_best(results: Any, trials: Any, preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any) -> Any:
+def confirm_best(
+    results: Any, trials: Any, preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any
+) -> Any:
     """Re-train the top ``--confirm-top`` configs with ``--confirm`` fresh seeds and test each run once.
 
     Each config is re-run through a second Tuner over the same trainable with a grid over
@@ -534,19 +624,38 @@ def confirm_best(results: Any, trials: Any, preset: Preset, args: argparse.Names
         log.info("confirming trial %s with seeds %s in %s", source_id, seeds, exp_dir / name)
         for result in _fit_confirm(config, seeds, preset, args, exp_dir / name, splits):
             history = result.metrics_dataframe
-            healthy = history[history["status"].isin(["running", "completed"])] if history is not None and "status" in history else history
-            tested = _test_best_checkpoint(result, preset, splits) or {"test/acc": float("nan"), "test/loss": float("nan")}
-            rows.append({
-                "trial_id": _trial_id(result), "rank": rank, "kind": "confirm", "seed": int(result.config["seed"]),
-                "source_trial_id": source_id, "status": _trial_status(result, result.metrics or {}),
-                "epochs_run": int(history["epoch"].max()) if history is not None and "epoch" in history and len(history) else 0,
-                "val_best": float(healthy["val/acc"].max()) if healthy is not None and "val/acc" in healthy and len(healthy) else float("nan"),
-                **tested,
-            })
+            healthy = (
+                history[history["status"].isin(["running", "completed"])]
+                if history is not None and "status" in history
+                else history
+            )
+            tested = _test_best_checkpoint(result, preset, splits) or {
+                "test/acc": float("nan"),
+                "test/loss": float("nan"),
+            }
+            rows.append(
+                {
+                    "trial_id": _trial_id(result),
+                    "rank": rank,
+                    "kind": "confirm",
+                    "seed": int(result.config["seed"]),
+                    "source_trial_id": source_id,
+                    "status": _trial_status(result, result.metrics or {}),
+                    "epochs_run": int(history["epoch"].max())
+                    if history is not None and "epoch" in history and len(history)
+                    else 0,
+                    "val_best": float(healthy["val/acc"].max())
+                    if healthy is not None and "val/acc" in healthy and len(healthy)
+                    else float("nan"),
+                    **tested,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def _fit_confirm(config: dict[str, Any], seeds: list[int], preset: Preset, args: argparse.Namespace, run_dir: Path, splits: Any) -> Any:
+def _fit_confirm(
+    config: dict[str, Any], seeds: list[int], preset: Preset, args: argparse.Namespace, run_dir: Path, splits: Any
+) -> Any:
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -574,7 +683,9 @@ def _fit_confirm(config: dict[str, Any], seeds: list[int], preset: Preset, args:
             name=run_dir.name,
             storage_path=str(run_dir.parent),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=preset.tune.metric, checkpoint_score_order=preset.tune.mode,
+                num_to_keep=1,
+                checkpoint_score_attribute=preset.tune.metric,
+                checkpoint_score_order=preset.tune.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=preset.tune.max_failures),
             verbose=0 if args.quiet else 1,
@@ -603,12 +714,16 @@ def _evaluation_only(splits: Any) -> Any:
 
     return dataclasses.replace(
         splits,
-        train_images=splits.train_images[:2], train_labels=splits.train_labels[:2],
-        val_images=splits.val_images[:2], val_labels=splits.val_labels[:2],
+        train_images=splits.train_images[:2],
+        train_labels=splits.train_labels[:2],
+        val_images=splits.val_images[:2],
+        val_labels=splits.val_labels[:2],
     )
 
 
-def experiment_metadata(preset: Preset, args: argparse.Namespace, name: str, started: float, splits: Any) -> dict[str, Any]:
+def experiment_metadata(
+    preset: Preset, args: argparse.Namespace, name: str, started: float, splits: Any
+) -> dict[str, Any]:
     """Provenance written next to the results: preset, resolved config, commit, versions, hardware."""
     import platform
     import subprocess
@@ -625,7 +740,11 @@ def experiment_metadata(preset: Preset, args: argparse.Namespace, name: str, sta
 
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -640,23 +759,35 @@ def experiment_metadata(preset: Preset, args: argparse.Namespace, name: str, sta
         "space": {path: {d.kind: list(d.values)} for path, d in preset.space.items()},
         "searched": list(preset.space),
         "tune": {
-            "metric": preset.tune.metric, "mode": preset.tune.mode, "searcher": preset.tune.searcher,
-            "scheduler": preset.tune.scheduler.name, "num_samples": preset.tune.num_samples,
+            "metric": preset.tune.metric,
+            "mode": preset.tune.mode,
+            "searcher": preset.tune.searcher,
+            "scheduler": preset.tune.scheduler.name,
+            "num_samples": preset.tune.num_samples,
             "grace_period_epochs": preset.tune.scheduler.grace_period_epochs,
-            "reduction_factor": preset.tune.scheduler.reduction_factor, "max_epochs": preset.base.epochs,
+            "reduction_factor": preset.tune.scheduler.reduction_factor,
+            "max_epochs": preset.base.epochs,
         },
         "reference": preset.reference,
         "data": {
-            "name": splits.name, "train_images": len(splits.train_labels), "val_images": len(splits.val_labels),
-            "test_images": len(splits.test_labels), "image_shape": list(splits.image_shape),
+            "name": splits.name,
+            "train_images": len(splits.train_labels),
+            "val_images": len(splits.val_labels),
+            "test_images": len(splits.test_labels),
+            "image_shape": list(splits.image_shape),
             "num_classes": splits.num_classes,
         },
         "command": " ".join(sys.argv),
         "smoke": bool(args.smoke),
         "git_commit": commit or "unknown",
-        "packages": {p: version(p) for p in ("tunelab", "ray", "torch", "torchvision", "optuna", "wandb", "numpy", "pandas", "pyarrow")},
+        "packages": {
+            p: version(p)
+            for p in ("tunelab", "ray", "torch", "torchvision", "optuna", "wandb", "numpy", "pandas", "pyarrow")
+        },
         "hardware": {
-            "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
             "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "ray_cluster_resources": {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")},
         },
@@ -683,9 +814,11 @@ def print_summary(outcome: dict[str, Any]) -> None:
         print(shown.to_string(index=False))
     best = outcome.get("best_test")
     if best:
-        print(f"\nBest trial {best['trial_id']}: {best_col} {best['val']:.4f}; "
-              f"test/acc {best['test/acc']:.4f} (test set measured once, after the search, on "
-              f"{best['test_images']:,} images)")
+        print(
+            f"\nBest trial {best['trial_id']}: {best_col} {best['val']:.4f}; "
+            f"test/acc {best['test/acc']:.4f} (test set measured once, after the search, on "
+            f"{best['test_images']:,} images)"
+        )
     for kind in ("diverged", "oom", "error"):
         bad = trials[trials["status"] == kind]
         if len(bad):
@@ -746,7 +879,16 @@ def _is_user_error(err: Exception) -> bool:
     from trainables.registry import UnknownNameError
 
     return isinstance(
-        err, (ConfigError, DataFileError, MissingDataError, UnsafePickleError, UnknownNameError, CheckpointError, ConnectionError)
+        err,
+        (
+            ConfigError,
+            DataFileError,
+            MissingDataError,
+            UnsafePickleError,
+            UnknownNameError,
+            CheckpointError,
+            ConnectionError,
+        ),
     )
 
 

@@ -130,8 +130,14 @@ def ablation_tables(exp: Experiment, metric: str | None = None) -> dict[str, pd.
     """``levels`` (mean outcome per factor level), ``main`` effects and ``interactions``, with 95% intervals."""
     outcome = metric or best_column(exp.metric)
     if outcome not in exp.trials:
-        numeric = [c for c in exp.trials.columns if pd.api.types.is_numeric_dtype(exp.trials[c]) and not c.startswith("config.")]
-        raise ValueError(f"{exp.path}: outcome column {outcome!r} is not in trials.parquet; valid: {', '.join(numeric)}")
+        numeric = [
+            c
+            for c in exp.trials.columns
+            if pd.api.types.is_numeric_dtype(exp.trials[c]) and not c.startswith("config.")
+        ]
+        raise ValueError(
+            f"{exp.path}: outcome column {outcome!r} is not in trials.parquet; valid: {', '.join(numeric)}"
+        )
     factors = [c for c in exp.searched_columns() if c.removeprefix("config.") not in REPLICATE_PATHS]
     factors = [c for c in factors if exp.trials[c].nunique(dropna=True) > 1]
     if not factors:
@@ -142,26 +148,66 @@ def ablation_tables(exp: Experiment, metric: str | None = None) -> dict[str, pd.
     for f in factors:
         for level in levels[f]:
             est = mean_interval(trials.loc[trials[f] == level, outcome])
-            level_rows.append({"factor": _name(f), "level": level, "trials": est.n, f"{outcome} mean": est.value,
-                               "ci95 low": est.low, "ci95 high": est.high})
+            level_rows.append(
+                {
+                    "factor": _name(f),
+                    "level": level,
+                    "trials": est.n,
+                    f"{outcome} mean": est.value,
+                    "ci95 low": est.low,
+                    "ci95 high": est.high,
+                }
+            )
     main_rows, inter_rows = [], []
     for f in factors:
         ref = levels[f][0]
         for level in levels[f][1:]:
-            contrast = Contrast({"factor": _name(f), "level": level, "vs": ref},
-                                ((1.0, ((f, level),)), (-1.0, ((f, ref),))), tuple(x for x in factors if x != f))
+            contrast = Contrast(
+                {"factor": _name(f), "level": level, "vs": ref},
+                ((1.0, ((f, level),)), (-1.0, ((f, ref),))),
+                tuple(x for x in factors if x != f),
+            )
             est, contexts = grid.estimate(contrast)
-            main_rows.append({**contrast.label, "effect": est.value, "ci95 low": est.low, "ci95 high": est.high,
-                              "contexts": contexts, "ci excludes 0": est.excludes_zero()})
+            main_rows.append(
+                {
+                    **contrast.label,
+                    "effect": est.value,
+                    "ci95 low": est.low,
+                    "ci95 high": est.high,
+                    "contexts": contexts,
+                    "ci excludes 0": est.excludes_zero(),
+                }
+            )
     for f, g in itertools.combinations(factors, 2):
         fr, gr = levels[f][0], levels[g][0]
         for fl, gl in itertools.product(levels[f][1:], levels[g][1:]):
-            terms = ((1.0, ((f, fl), (g, gl))), (-1.0, ((f, fr), (g, gl))), (-1.0, ((f, fl), (g, gr))), (1.0, ((f, fr), (g, gr))))
-            contrast = Contrast({"factor A": _name(f), "A level": f"{fmt(fl)} vs {fmt(fr)}", "factor B": _name(g), "B level": f"{fmt(gl)} vs {fmt(gr)}"},
-                                terms, tuple(x for x in factors if x not in (f, g)))
+            terms = (
+                (1.0, ((f, fl), (g, gl))),
+                (-1.0, ((f, fr), (g, gl))),
+                (-1.0, ((f, fl), (g, gr))),
+                (1.0, ((f, fr), (g, gr))),
+            )
+            contrast = Contrast(
+                {
+                    "factor A": _name(f),
+                    "A level": f"{fmt(fl)} vs {fmt(fr)}",
+                    "factor B": _name(g),
+                    "B level": f"{fmt(gl)} vs {fmt(gr)}",
+                },
+                terms,
+                tuple(x for x in factors if x not in (f, g)),
+            )
             est, contexts = grid.estimate(contrast)
-            inter_rows.append({**contrast.label, "interaction": est.value, "ci95 low": est.low, "ci95 high": est.high,
-                               "contexts": contexts, "ci excludes 0": est.excludes_zero()})
+            inter_rows.append(
+                {
+                    **contrast.label,
+                    "interaction": est.value,
+                    "ci95 low": est.low,
+                    "ci95 high": est.high,
+                    "contexts": contexts,
+                    "ci excludes 0": est.excludes_zero(),
+                }
+            )
     main = pd.DataFrame(main_rows)
     interactions = pd.DataFrame(inter_rows)
     if len(main):
@@ -169,9 +215,21 @@ def ablation_tables(exp: Experiment, metric: str | None = None) -> dict[str, pd.
     if len(interactions):
         order = interactions["interaction"].abs().sort_values(ascending=False).index
         interactions = interactions.reindex(order).reset_index(drop=True)
-    return {"levels": pd.DataFrame(level_rows), "main": main, "interactions": interactions,
-            "meta": pd.DataFrame([{"outcome": outcome, "trials": sum(len(v) for v in grid.cells.values()),
-                                   "cells": len(grid.cells), "replicated": grid.replicated}])}
+    return {
+        "levels": pd.DataFrame(level_rows),
+        "main": main,
+        "interactions": interactions,
+        "meta": pd.DataFrame(
+            [
+                {
+                    "outcome": outcome,
+                    "trials": sum(len(v) for v in grid.cells.values()),
+                    "cells": len(grid.cells),
+                    "replicated": grid.replicated,
+                }
+            ]
+        ),
+    }
 
 
 def _name(column: str) -> str:
@@ -182,30 +240,49 @@ def ablation_markdown(exp: Experiment, metric: str | None = None) -> str:
     tables = ablation_tables(exp, metric)
     info = tables["meta"].iloc[0]
     outcome = info["outcome"]
-    method = ("t with the seed-to-seed variance pooled over cells" if info["replicated"]
-              else "t over contexts (one trial per cell, so the interval is the effect's consistency across the grid)")
+    method = (
+        "t with the seed-to-seed variance pooled over cells"
+        if info["replicated"]
+        else "t over contexts (one trial per cell, so the interval is the effect's consistency across the grid)"
+    )
     main, inter = tables["main"], tables["interactions"]
-    lines = [f"# Ablation: what drives {outcome} in {exp.name}",
-             f"{info['trials']} trials in {info['cells']} cells; factors: "
-             f"{', '.join(tables['levels']['factor'].unique())}. 95% intervals: {method}.",
-             "## Mean outcome per level", table(tables["levels"], metric_columns=[f"{outcome} mean", "ci95 low", "ci95 high"]),
-             "## Main effects", "Effect of each level against the reference level (the first in the space), averaged "
-             "over every combination of the other factors.", table(main),
-             "## Two-way interactions", "How much A's effect changes when B moves off its reference level "
-             "(difference of differences; 0 = independent).", table(inter.head(20)), "## Conclusion"]
+    lines = [
+        f"# Ablation: what drives {outcome} in {exp.name}",
+        f"{info['trials']} trials in {info['cells']} cells; factors: "
+        f"{', '.join(tables['levels']['factor'].unique())}. 95% intervals: {method}.",
+        "## Mean outcome per level",
+        table(tables["levels"], metric_columns=[f"{outcome} mean", "ci95 low", "ci95 high"]),
+        "## Main effects",
+        "Effect of each level against the reference level (the first in the space), averaged "
+        "over every combination of the other factors.",
+        table(main),
+        "## Two-way interactions",
+        "How much A's effect changes when B moves off its reference level "
+        "(difference of differences; 0 = independent).",
+        table(inter.head(20)),
+        "## Conclusion",
+    ]
     claims = []
     strong = main[main["ci excludes 0"]] if len(main) else main
     for _, row in strong.head(3).iterrows():
-        claims.append(f"{row['factor']} = {fmt(row['level'])} instead of {fmt(row['vs'])} changes {outcome} by "
-                      f"{fmt(row['effect'], True)} (95% CI [{fmt(row['ci95 low'], True)}, {fmt(row['ci95 high'], True)}]).")
+        claims.append(
+            f"{row['factor']} = {fmt(row['level'])} instead of {fmt(row['vs'])} changes {outcome} by "
+            f"{fmt(row['effect'], True)} (95% CI [{fmt(row['ci95 low'], True)}, {fmt(row['ci95 high'], True)}])."
+        )
     for _, row in (inter[inter["ci excludes 0"]] if len(inter) else inter).head(3).iterrows():
-        claims.append(f"{row['factor A']} ({row['A level']}) × {row['factor B']} ({row['B level']}) interact: "
-                      f"{fmt(row['interaction'], True)} (95% CI [{fmt(row['ci95 low'], True)}, {fmt(row['ci95 high'], True)}]).")
+        claims.append(
+            f"{row['factor A']} ({row['A level']}) × {row['factor B']} ({row['B level']}) interact: "
+            f"{fmt(row['interaction'], True)} (95% CI [{fmt(row['ci95 low'], True)}, {fmt(row['ci95 high'], True)}])."
+        )
     if not claims:
-        claims.append(f"No main effect or interaction has a 95% interval excluding 0 (largest main effect "
-                      f"{fmt(main['effect'].abs().max(), True) if len(main) else '—'}); more seeds per cell would narrow them.")
+        claims.append(
+            f"No main effect or interaction has a 95% interval excluding 0 (largest main effect "
+            f"{fmt(main['effect'].abs().max(), True) if len(main) else '—'}); more seeds per cell would narrow them."
+        )
     worst = tables["levels"].sort_values(f"{outcome} mean").iloc[0]
-    claims.append(f"The worst single level is {worst['factor']} = {fmt(worst['level'])} (mean {outcome} "
-                  f"{fmt(worst[f'{outcome} mean'], True)} over {worst['trials']} trials).")
+    claims.append(
+        f"The worst single level is {worst['factor']} = {fmt(worst['level'])} (mean {outcome} "
+        f"{fmt(worst[f'{outcome} mean'], True)} over {worst['trials']} trials)."
+    )
     lines.append("\n".join(f"- {c}" for c in claims))
     return "\n\n".join(lines) + "\n"

@@ -35,7 +35,8 @@ def build_study(exp: Experiment) -> optuna.Study:
     params = searched_params(exp.meta, exp.trials)
     value_col = best_column(exp.metric)
     study = optuna.create_study(
-        study_name=exp.name, direction="maximize" if exp.mode == "max" else "minimize",
+        study_name=exp.name,
+        direction="maximize" if exp.mode == "max" else "minimize",
         storage=optuna.storages.InMemoryStorage(),
     )
     scored = exp.trials[exp.trials["status"].isin(SCORED_STATUSES)]
@@ -49,8 +50,13 @@ def build_study(exp: Experiment) -> optuna.Study:
             raw = row[p.column]
             values[p.path] = p.choice_of(raw) if p.categorical else (int(raw) if p.kind == "randint" else float(raw))
         study.add_trial(
-            create_trial(params=values, distributions=distributions, value=value, state=TrialState.COMPLETE,
-                         user_attrs={"trial_id": row["trial_id"], "status": row["status"]})
+            create_trial(
+                params=values,
+                distributions=distributions,
+                value=value,
+                state=TrialState.COMPLETE,
+                user_attrs={"trial_id": row["trial_id"], "status": row["status"]},
+            )
         )
     return study
 
@@ -72,9 +78,11 @@ def importance_table(exp: Experiment, seed: int = 0) -> pd.DataFrame:
     except (ValueError, RuntimeError) as err:  # needs enough trials in its top quantile
         log.info("PED-ANOVA not computed: %s", err)
         ped = {}
-    frame = pd.DataFrame({
-        "parameter": varying,
-        "fanova": [float(fanova.get(p, 0.0)) for p in varying],
-        "ped_anova": [float(ped[p]) if p in ped else float("nan") for p in varying],
-    })
+    frame = pd.DataFrame(
+        {
+            "parameter": varying,
+            "fanova": [float(fanova.get(p, 0.0)) for p in varying],
+            "ped_anova": [float(ped[p]) if p in ped else float("nan") for p in varying],
+        }
+    )
     return frame.sort_values("fanova", ascending=False, ignore_index=True)

@@ -17,7 +17,23 @@ import pandas as pd
 MISSING = "—"
 
 # Columns whose values are accuracies or losses: fixed four decimals, comparable across rows.
-METRIC_MARKERS = ("acc", "loss", "val", "test", "train", "gap", "mean", "std", "ci ", "ci_", "ci95", "interaction", "effect", "diff", "share")
+METRIC_MARKERS = (
+    "acc",
+    "loss",
+    "val",
+    "test",
+    "train",
+    "gap",
+    "mean",
+    "std",
+    "ci ",
+    "ci_",
+    "ci95",
+    "interaction",
+    "effect",
+    "diff",
+    "share",
+)
 
 
 def is_missing(value: Any) -> bool:

@@ -18,7 +18,13 @@ from matplotlib.figure import Figure
 from analysis.results import Experiment, best_column
 from analysis.space import searched_params
 
-STATUS_COLOURS = {"completed": "tab:blue", "stopped": "tab:orange", "diverged": "tab:red", "oom": "tab:purple", "error": "black"}
+STATUS_COLOURS = {
+    "completed": "tab:blue",
+    "stopped": "tab:orange",
+    "diverged": "tab:red",
+    "oom": "tab:purple",
+    "error": "black",
+}
 DPI = 110
 
 
@@ -51,7 +57,9 @@ def learning_curves(exp: Experiment, path: Path, top: int = 5) -> Path:
         label = f"#{rank} {trial_id}"
         acc_ax.plot(curve["epoch"], curve["val/acc"], marker="o", markersize=3, label=label)
         loss_ax.plot(curve["epoch"], curve["train/loss"], marker="o", markersize=3, label=label)
-    acc_ax.set(xlabel="epoch", ylabel="val/acc", title=f"{exp.name}: validation accuracy (top {len(leaders)} in colour)")
+    acc_ax.set(
+        xlabel="epoch", ylabel="val/acc", title=f"{exp.name}: validation accuracy (top {len(leaders)} in colour)"
+    )
     loss_ax.set(xlabel="epoch", ylabel="train/loss", title="training loss", yscale="log")
     acc_ax.legend(fontsize=7)
     return _save(figure, path)
@@ -80,7 +88,7 @@ def metric_vs_params(exp: Experiment, path: Path) -> Path:
         elif param.log:
             ax.set_xscale("log")
         ax.set(xlabel=param.path, ylabel=value_col)
-    for ax in axes[len(params):]:
+    for ax in axes[len(params) :]:
         ax.set_visible(False)
     if params:
         axes[0].legend(fontsize=7)

@@ -75,13 +75,20 @@ def confirm_summary(exp: Experiment) -> pd.DataFrame:
     source_col = "source_trial_id" if "source_trial_id" in confirm else "rank"
     for source, group in confirm.groupby(source_col, sort=False):
         estimate = mean_interval(group["test/acc"])
-        rows.append({
-            "source_trial_id": source, "rank": int(group["rank"].iloc[0]), "seeds": len(group),
-            "test/acc mean": estimate.value, "test/acc std": float(group["test/acc"].std(ddof=1)) if len(group) > 1 else float("nan"),
-            "ci95 low": estimate.low, "ci95 high": estimate.high,
-            "test/acc min": float(group["test/acc"].min()), "test/acc max": float(group["test/acc"].max()),
-            "val_best mean": float(group["val_best"].mean()),
-        })
+        rows.append(
+            {
+                "source_trial_id": source,
+                "rank": int(group["rank"].iloc[0]),
+                "seeds": len(group),
+                "test/acc mean": estimate.value,
+                "test/acc std": float(group["test/acc"].std(ddof=1)) if len(group) > 1 else float("nan"),
+                "ci95 low": estimate.low,
+                "ci95 high": estimate.high,
+                "test/acc min": float(group["test/acc"].min()),
+                "test/acc max": float(group["test/acc"].max()),
+                "val_best mean": float(group["val_best"].mean()),
+            }
+        )
     return pd.DataFrame(rows).sort_values("rank", ignore_index=True)
 
 
@@ -110,10 +117,14 @@ def reference_comparison(exp: Experiment) -> pd.DataFrame:
     rows = []
     for key, value in reported.items():
         counterpart = REFERENCE_COUNTERPARTS.get(key)
-        rows.append({
-            "quantity": key, "reported": value, "ours": ours.get(key) if counterpart else None,
-            "ours measured as": counterpart or "not measured by this platform",
-        })
+        rows.append(
+            {
+                "quantity": key,
+                "reported": value,
+                "ours": ours.get(key) if counterpart else None,
+                "ours measured as": counterpart or "not measured by this platform",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -129,8 +140,12 @@ def build_report(exp: Experiment, out_dir: Path | None = None, top: int = 10) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = [_header(exp)]
     sections += _reference_section(exp)
-    sections += ["## Leaderboard", f"Top {top} by `{best_column(exp.metric)}` (selection metric; the test set "
-                 "is measured once, after the search, for the top-k only).", table(leaderboard_table(exp, top))]
+    sections += [
+        "## Leaderboard",
+        f"Top {top} by `{best_column(exp.metric)}` (selection metric; the test set "
+        "is measured once, after the search, for the top-k only).",
+        table(leaderboard_table(exp, top)),
+    ]
     sections += _test_section(exp)
     sections += _plot_sections(exp, out_dir, top)
     sections += _scheduler_section(exp, out_dir)
@@ -150,9 +165,9 @@ def _header(exp: Experiment) -> str:
         "preset": meta.get("preset"),
         "description": meta.get("description"),
         "data": f"{data.get('name')} ({data.get('train_images')} train / {data.get('val_images')} val / "
-                f"{data.get('test_images')} test images, shape {data.get('image_shape')})",
+        f"{data.get('test_images')} test images, shape {data.get('image_shape')})",
         "search": f"{tune.get('searcher')} + {tune.get('scheduler')}, metric {exp.metric} ({exp.mode}), "
-                  f"up to {tune.get('max_epochs')} epochs",
+        f"up to {tune.get('max_epochs')} epochs",
         "trials": f"{len(trials)} ({', '.join(f'{v} {k}' for k, v in counts.items())})",
         "wall time (s)": meta.get("wall_s"),
         "command": f"`{meta.get('command', '')}`",
@@ -169,10 +184,14 @@ def _reference_section(exp: Experiment) -> list[str]:
     reference = exp.meta.get("reference") or {}
     shown = comparison.copy().astype(object)
     for column in ("reported", "ours"):  # accuracies and losses to four decimals, counts whole
-        shown[column] = [fmt(v, metric="acc" in q or "loss" in q) for q, v in zip(comparison["quantity"], comparison[column])]
-    return [f"## Seed study {reference.get('study', '')}: reported vs ours",
-            "The study's own numbers (its selection may have used the test set); ours select on validation.",
-            table(shown)]
+        shown[column] = [
+            fmt(v, metric="acc" in q or "loss" in q) for q, v in zip(comparison["quantity"], comparison[column])
+        ]
+    return [
+        f"## Seed study {reference.get('study', '')}: reported vs ours",
+        "The study's own numbers (its selection may have used the test set); ours select on validation.",
+        table(shown),
+    ]
 
 
 def _test_section(exp: Experiment) -> list[str]:
@@ -181,19 +200,38 @@ def _test_section(exp: Experiment) -> list[str]:
     if final.empty:
         return [*out, "No test results in final.parquet (top_k_test was 0)."]
     top_k = final[final["kind"] == "top_k"].sort_values("rank")
-    keep = [c for c in ("rank", "trial_id", "checkpoint_epoch", "val_best", "test/acc", "test/loss", "test_images") if c in top_k]
+    keep = [
+        c
+        for c in ("rank", "trial_id", "checkpoint_epoch", "val_best", "test/acc", "test/loss", "test_images")
+        if c in top_k
+    ]
     out += ["Top-k trials' best checkpoints, each tested once:", table(top_k[keep])]
     summary = confirm_summary(exp)
     if summary.empty:
         out.append("No confirm re-runs (run tune.py with `--confirm N` to re-train the best config with N seeds).")
     else:
         first = summary.iloc[0]
-        out += [f"Confirm re-runs (full epochs, FIFO, fresh seeds): top-1 config test/acc "
-                f"{fmt(first['test/acc mean'], True)} ± {fmt(first['test/acc std'], True)} (mean ± std over "
-                f"{int(first['seeds'])} seeds; 95% t-interval [{fmt(first['ci95 low'], True)}, {fmt(first['ci95 high'], True)}]).",
-                table(summary)]
+        out += [
+            f"Confirm re-runs (full epochs, FIFO, fresh seeds): top-1 config test/acc "
+            f"{fmt(first['test/acc mean'], True)} ± {fmt(first['test/acc std'], True)} (mean ± std over "
+            f"{int(first['seeds'])} seeds; 95% t-interval [{fmt(first['ci95 low'], True)}, {fmt(first['ci95 high'], True)}]).",
+            table(summary),
+        ]
         confirm = final[final["kind"] == "confirm"]
-        keep = [c for c in ("source_trial_id", "trial_id", "seed", "status", "checkpoint_epoch", "val_best", "test/acc", "test/loss") if c in confirm]
+        keep = [
+            c
+            for c in (
+                "source_trial_id",
+                "trial_id",
+                "seed",
+                "status",
+                "checkpoint_epoch",
+                "val_best",
+                "test/acc",
+                "test/loss",
+            )
+            if c in confirm
+        ]
         out.append(table(confirm[keep]))
     return out
 
@@ -203,23 +241,30 @@ def _plot_sections(exp: Experiment, out_dir: Path, top: int) -> list[str]:
     scatter = plots.metric_vs_params(exp, out_dir / "metric_vs_params.png")
     parallel = plots.parallel_coordinates(exp, out_dir / "parallel_coordinates.png")
     out = [
-        "## Learning curves", f"![learning curves]({curves.name})",
+        "## Learning curves",
+        f"![learning curves]({curves.name})",
         "## Validation metric against each hyperparameter",
         "Colour is the trial's status; a stopped trial shows the best value it reached before the scheduler cut it.",
         f"![metric vs hyperparameters]({scatter.name})",
-        "## Parallel coordinates", f"![parallel coordinates]({parallel.name})",
+        "## Parallel coordinates",
+        f"![parallel coordinates]({parallel.name})",
         "## Hyperparameter importance",
     ]
     importance = importance_table(exp)
     if importance.empty:
-        out.append("Not computed: too few scored trials, or no searched parameter varied, or every trial scored the same.")
+        out.append(
+            "Not computed: too few scored trials, or no searched parameter varied, or every trial scored the same."
+        )
         return out
     bars = plots.importance_bars(importance, out_dir / "importance.png", f"{exp.name}: hyperparameter importance")
     scored = int(exp.trials["status"].isin(["completed", "stopped", "diverged"]).sum())
-    out += [f"Over {scored} scored trials (completed, stopped early, diverged; each with the best "
-            f"`{best_column(exp.metric)}` it reached), fANOVA (seeded random forest) and PED-ANOVA "
-            "(top quantile vs all), both from Optuna.", table(importance, metric_columns=["fanova", "ped_anova"]),
-            f"![importance]({bars.name})"]
+    out += [
+        f"Over {scored} scored trials (completed, stopped early, diverged; each with the best "
+        f"`{best_column(exp.metric)}` it reached), fANOVA (seeded random forest) and PED-ANOVA "
+        "(top quantile vs all), both from Optuna.",
+        table(importance, metric_columns=["fanova", "ped_anova"]),
+        f"![importance]({bars.name})",
+    ]
     return out
 
 
@@ -227,22 +272,31 @@ def _scheduler_section(exp: Experiment, out_dir: Path) -> list[str]:
     tune = exp.meta.get("tune", {})
     rungs = rung_table(exp)
     bars = plots.rung_bars(rungs, out_dir / "rungs.png", f"{exp.name}: trials per rung ({tune.get('scheduler')})")
-    out = ["## Scheduler: what each rung kept",
-           f"Scheduler {tune.get('scheduler')}: grace period {tune.get('grace_period_epochs')} epoch(s), "
-           f"reduction factor {tune.get('reduction_factor')}, max {tune.get('max_epochs')} epochs.",
-           table(rungs, metric_columns=["kept_share"]), f"![rungs]({bars.name})"]
+    out = [
+        "## Scheduler: what each rung kept",
+        f"Scheduler {tune.get('scheduler')}: grace period {tune.get('grace_period_epochs')} epoch(s), "
+        f"reduction factor {tune.get('reduction_factor')}, max {tune.get('max_epochs')} epochs.",
+        table(rungs, metric_columns=["kept_share"]),
+        f"![rungs]({bars.name})",
+    ]
     improving = still_improving(exp)
     if len(improving):
         known = improving["improving"].dropna()
-        out.append(f"Stopped at the first rung (epoch {int(improving['epoch'].iloc[0])}): {len(improving)} trial(s), "
-                   f"{int(known.sum())} of {len(known)} with a trend still improving when cut "
-                   "(last epoch their best so far).")
+        out.append(
+            f"Stopped at the first rung (epoch {int(improving['epoch'].iloc[0])}): {len(improving)} trial(s), "
+            f"{int(known.sum())} of {len(known)} with a trend still improving when cut "
+            "(last epoch their best so far)."
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description="Write report.md with plots for one experiment.")
-    parser.add_argument("experiment", type=Path, help="experiment folder (holds trials.parquet, epochs.parquet, experiment.json)")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report", description="Write report.md with plots for one experiment."
+    )
+    parser.add_argument(
+        "experiment", type=Path, help="experiment folder (holds trials.parquet, epochs.parquet, experiment.json)"
+    )
     parser.add_argument("--out", type=Path, help="folder for report.md and PNGs (default: the experiment folder)")
     parser.add_argument("--top", type=int, default=10, help="leaderboard length (default 10)")
     args = parser.parse_args(argv)

@@ -39,15 +39,17 @@ def rung_table(exp: Experiment) -> pd.DataFrame:
         reached = trials[trials["epochs_run"] >= epoch]
         cut = reached[(reached["epochs_run"] == epoch) & (reached["status"] == "stopped")]
         went_on = reached[reached["epochs_run"] > epoch]
-        rows.append({
-            "epoch": epoch,
-            "kind": "rung" if epoch in rungs else "max_epochs",
-            "reached": len(reached),
-            "stopped_here": len(cut),
-            "continued": len(went_on) if epoch in rungs else 0,
-            "completed": int((reached["status"] == "completed").sum()) if epoch == max_epochs else 0,
-            "kept_share": len(went_on) / len(reached) if epoch in rungs and len(reached) else float("nan"),
-        })
+        rows.append(
+            {
+                "epoch": epoch,
+                "kind": "rung" if epoch in rungs else "max_epochs",
+                "reached": len(reached),
+                "stopped_here": len(cut),
+                "continued": len(went_on) if epoch in rungs else 0,
+                "completed": int((reached["status"] == "completed").sum()) if epoch == max_epochs else 0,
+                "kept_share": len(went_on) / len(reached) if epoch in rungs and len(reached) else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -67,12 +69,16 @@ def still_improving(exp: Experiment, at_epoch: int | None = None) -> pd.DataFram
         if curve.empty:
             continue
         last = curve.iloc[-1]
-        rows.append({
-            "trial_id": trial_id,
-            "epoch": int(last["epoch"]),
-            "val/acc": float(last["val/acc"]),
-            # One epoch says nothing about a trend: a trial cut at epoch 1 is "unknown", not improving.
-            "improving": bool(last["val/acc"] > curve["val/acc"].iloc[:-1].max()) if len(curve) > 1 else None,
-            "val/acc_gain_last": float(last["val/acc"] - curve["val/acc"].iloc[-2]) if len(curve) > 1 else float("nan"),
-        })
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "epoch": int(last["epoch"]),
+                "val/acc": float(last["val/acc"]),
+                # One epoch says nothing about a trend: a trial cut at epoch 1 is "unknown", not improving.
+                "improving": bool(last["val/acc"] > curve["val/acc"].iloc[:-1].max()) if len(curve) > 1 else None,
+                "val/acc_gain_last": float(last["val/acc"] - curve["val/acc"].iloc[-2])
+                if len(curve) > 1
+                else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=["trial_id", "epoch", "val/acc", "improving", "val/acc_gain_last"])

@@ -1,7 +1,7 @@
 """Search-space presets: loading and validation, the translation to Ray Tune, searchers and schedulers.
 
-    from search_spaces import load_preset, list_presets
-    preset = load_preset("quickstart", overrides=["optimizer.lr=0.05"])
+from search_spaces import load_preset, list_presets
+preset = load_preset("quickstart", overrides=["optimizer.lr=0.05"])
 """
 
 from __future__ import annotations

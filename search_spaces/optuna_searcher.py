@@ -150,7 +150,9 @@ class HonestOptunaSearch(Searcher):
         count = 0
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number not in owned:
-                self.study._storage.set_trial_user_attr(trial._trial_id, "tunelab_outcome", "lost when the driver stopped")
+                self.study._storage.set_trial_user_attr(
+                    trial._trial_id, "tunelab_outcome", "lost when the driver stopped"
+                )
                 self.study.tell(trial.number, state=TrialState.FAIL)
                 count += 1
         return count

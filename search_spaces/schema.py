@@ -150,11 +150,15 @@ def _parse_tune(raw: Any, source: str) -> TuneSection:
         )
     if tune.mode != REPORTED_METRICS[tune.metric]:
         raise ConfigError(
-            source, "tune.mode", f"{tune.metric} is better when {'higher' if REPORTED_METRICS[tune.metric] == 'max' else 'lower'}; "
-            f"expected mode: {REPORTED_METRICS[tune.metric]}, got {tune.mode}"
+            source,
+            "tune.mode",
+            f"{tune.metric} is better when {'higher' if REPORTED_METRICS[tune.metric] == 'max' else 'lower'}; "
+            f"expected mode: {REPORTED_METRICS[tune.metric]}, got {tune.mode}",
         )
     if tune.scheduler.name == "pbt" and tune.searcher != "random":
-        raise ConfigError(source, "tune.searcher", "PBT mutates configs itself: use searcher: random with scheduler pbt")
+        raise ConfigError(
+            source, "tune.searcher", "PBT mutates configs itself: use searcher: random with scheduler pbt"
+        )
     return tune
 
 
@@ -178,9 +182,13 @@ def _parse_space(raw: Any, base: TrainConfig, tune: TuneSection, source: str) ->
         where = f"space.{path}"
         dist = _parse_distribution(spec, source, where)
         if path in LOADED_ONCE:
-            raise ConfigError(source, where, "the data set and its split are loaded once by the driver and cannot be searched")
+            raise ConfigError(
+                source, where, "the data set and its split are loaded once by the driver and cannot be searched"
+            )
         if path not in flat_base and not _is_model_option(path, base):
-            raise ConfigError(source, where, f"not a field of base; fields include: {', '.join(sorted(flat_base)[:12])}, …")
+            raise ConfigError(
+                source, where, f"not a field of base; fields include: {', '.join(sorted(flat_base)[:12])}, …"
+            )
         space[path] = dist
     _check_model_switch(space, base, source)
     for path, dist in space.items():
@@ -193,7 +201,9 @@ def _parse_space(raw: Any, base: TrainConfig, tune: TuneSection, source: str) ->
     if tune.searcher == "grid" and kinds - {"grid", "choice"}:
         raise ConfigError(source, "tune.searcher", "the grid searcher needs every space entry to be grid or choice")
     if tune.searcher == "optuna" and "grid" in kinds:
-        raise ConfigError(source, "tune.searcher", "optuna cannot mix grid entries with sampling; use searcher: grid or random")
+        raise ConfigError(
+            source, "tune.searcher", "optuna cannot mix grid entries with sampling; use searcher: grid or random"
+        )
     if tune.searcher == "optuna" and not space:
         raise ConfigError(source, "space", "optuna needs at least one searched parameter (or use searcher: random)")
     if tune.scheduler.name == "pbt" and not set(space) & set(PBT_MUTABLE):
@@ -222,12 +232,16 @@ def _check_model_switch(space: Mapping[str, Distribution], base: TrainConfig, so
 
     if "model.name" not in space:
         return
-    searched = {p.split(".", 1)[1]: d.corners() for p, d in space.items() if p.startswith("model.") and p != "model.name"}
+    searched = {
+        p.split(".", 1)[1]: d.corners() for p, d in space.items() if p.startswith("model.") and p != "model.name"
+    }
     for name in space["model.name"].corners():
         if name not in MODELS:
             continue  # reported with the closest names by the per-value check
         factory = MODELS.get(name)
-        for option, values in [(k, [v]) for k, v in base.model.options.items() if k not in searched] + list(searched.items()):
+        for option, values in [(k, [v]) for k, v in base.model.options.items() if k not in searched] + list(
+            searched.items()
+        ):
             origin = "space" if option in searched else "base"
             for value in values:
                 try:
@@ -243,9 +257,10 @@ def _check_model_switch(space: Mapping[str, Distribution], base: TrainConfig, so
 
 def _is_model_option(path: str, base: TrainConfig) -> bool:
     """``model.<option>`` may be searched even when the preset leaves it at the factory default."""
+    import inspect
+
     from trainables.config import DERIVED_MODEL_OPTIONS
     from trainables.models import MODELS
-    import inspect
 
     if not path.startswith("model.") or path.count(".") != 1:
         return False
@@ -330,10 +345,14 @@ def _keep_options_of(model_name: Any, flat_base: dict[str, Any], raw: dict[str, 
         return flat_base
     accepted = set(inspect.signature(MODELS.get(model_name)).parameters)
     foreign = [k for k in flat_base if k.startswith("model.") and k != "model.name" and k[6:] not in accepted]
-    searched = [k for k in (raw.get("space") or {}) if k.startswith("model.") and k != "model.name" and k[6:] not in accepted]
+    searched = [
+        k for k in (raw.get("space") or {}) if k.startswith("model.") and k != "model.name" and k[6:] not in accepted
+    ]
     if foreign or searched:
         logging.getLogger(__name__).warning(
-            "model %s has no option(s) %s; dropped from the preset", model_name, ", ".join(sorted({*foreign, *searched}))
+            "model %s has no option(s) %s; dropped from the preset",
+            model_name,
+            ", ".join(sorted({*foreign, *searched})),
         )
         raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k not in searched}
     return {k: v for k, v in flat_base.items() if k not in foreign}

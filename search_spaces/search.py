@@ -60,11 +60,7 @@ def build_scheduler(preset: Preset) -> Any:
     if sched.name == "median":
         return MedianStoppingRule(grace_period=sched.grace_period_epochs, min_samples_required=3, **common)
     if sched.name == "pbt":
-        mutations = {
-            path: _pbt_mutation(dist)
-            for path, dist in preset.space.items()
-            if path in PBT_MUTABLE
-        }
+        mutations = {path: _pbt_mutation(dist) for path, dist in preset.space.items() if path in PBT_MUTABLE}
         return PopulationBasedTraining(
             perturbation_interval=sched.perturbation_interval_epochs,
             hyperparam_mutations=mutations,  # Ray's PBT draws from Python's global `random`; it takes no seed

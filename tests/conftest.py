@@ -47,8 +47,12 @@ def write_cifar10(root: Path, per_batch: int = 40, test: int = 40, seed: int = 0
         labels = rng.integers(0, 10, size=n)
         images = rng.integers(0, 120, size=(n, 3, 32, 32), dtype=np.uint8)
         images[np.arange(n), labels % 3] += (labels * 13).astype(np.uint8)[:, None, None]
-        return {b"batch_label": b"synthetic", b"labels": labels.tolist(), b"data": images.reshape(n, 3072),
-                b"filenames": [f"{i}.png".encode() for i in range(n)]}
+        return {
+            b"batch_label": b"synthetic",
+            b"labels": labels.tolist(),
+            b"data": images.reshape(n, 3072),
+            b"filenames": [f"{i}.png".encode() for i in range(n)],
+        }
 
     for i in range(1, 6):
         (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(per_batch)))
@@ -63,8 +67,11 @@ def write_cifar100(root: Path, train: int = 200, test: int = 50, seed: int = 0) 
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
     for name, n in (("train", train), ("test", test)):
-        data = {b"fine_labels": rng.integers(0, 100, size=n).tolist(), b"coarse_labels": [0] * n,
-                b"data": rng.integers(0, 255, size=(n, 3072), dtype=np.uint8)}
+        data = {
+            b"fine_labels": rng.integers(0, 100, size=n).tolist(),
+            b"coarse_labels": [0] * n,
+            b"data": rng.integers(0, 255, size=(n, 3072), dtype=np.uint8),
+        }
         (folder / name).write_bytes(pickle.dumps(data))
     (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"x"] * 100}))
     return root
@@ -113,7 +120,9 @@ def all_data_dir(tmp_path_factory) -> Path:
         rng = np.random.default_rng(1)
         for prefix, n in (("train", 300), ("t10k", 100)):
             labels = rng.integers(0, 10, size=n)
-            write_idx(root / "MNIST" / "raw" / f"{prefix}-images-idx3-ubyte.gz",
-                      (rng.integers(0, 100, size=(n, 28, 28)) + labels[:, None, None] * 15).astype(np.uint8))
+            write_idx(
+                root / "MNIST" / "raw" / f"{prefix}-images-idx3-ubyte.gz",
+                (rng.integers(0, 100, size=(n, 28, 28)) + labels[:, None, None] * 15).astype(np.uint8),
+            )
             write_idx(root / "MNIST" / "raw" / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return root

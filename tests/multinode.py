@@ -103,9 +103,16 @@ class LocalCluster:
 
     def __enter__(self) -> LocalCluster:
         try:
-            self._start_node("head", ["--head", f"--port={self.port}", f"--num-cpus={self.head_cpus}",
-                                      "--include-dashboard=false",
-                                      f"--dashboard-port={free_port()}"])
+            self._start_node(
+                "head",
+                [
+                    "--head",
+                    f"--port={self.port}",
+                    f"--num-cpus={self.head_cpus}",
+                    "--include-dashboard=false",
+                    f"--dashboard-port={free_port()}",
+                ],
+            )
             self._wait_started(self.nodes[0])
             workers = [self.add_worker(cpus) for cpus in self.worker_cpus]  # start together: seconds each
             for node in workers:
@@ -128,14 +135,23 @@ class LocalCluster:
         temp_dir.mkdir()
         log = self.base / f"{name}.log"
         command = [
-            RAY, "start", "--block", "--disable-usage-stats", "--num-gpus=0", f"--temp-dir={temp_dir}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            "--object-store-memory=200000000", *args,
+            RAY,
+            "start",
+            "--block",
+            "--disable-usage-stats",
+            "--num-gpus=0",
+            f"--temp-dir={temp_dir}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            "--object-store-memory=200000000",
+            *args,
         ]
         with open(log, "wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                       start_new_session=True)  # own process group: killable alone
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )  # own process group: killable alone
         node = Node(name, process, temp_dir, log)
         self.nodes.append(node)
         return node
@@ -145,8 +161,10 @@ class LocalCluster:
         return [n for n in self.nodes if n.name.startswith("worker") and n.alive]
 
     def alive_node_count(self) -> int:
-        code = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
-                "print(sum(n['Alive'] for n in ray.nodes()))")
+        code = (
+            f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env, timeout=60)
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 

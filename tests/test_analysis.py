@@ -37,17 +37,36 @@ def _mlp_preset(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def experiments(ray_session, tmp_path_factory):
     storage = tmp_path_factory.mktemp("analysis-results")
-    assert tune.main(["--space", "quickstart", "--storage-path", str(storage), "--name", "cnn", *SMALL, "--num-samples", "4",
-                      "--confirm", "2"]) == 0  # four trials: the fewest importance analysis accepts
+    assert (
+        tune.main(
+            [
+                "--space",
+                "quickstart",
+                "--storage-path",
+                str(storage),
+                "--name",
+                "cnn",
+                *SMALL,
+                "--num-samples",
+                "4",
+                "--confirm",
+                "2",
+            ]
+        )
+        == 0
+    )  # four trials: the fewest importance analysis accepts
     mlp = _mlp_preset(storage)
-    assert tune.main(["--space", str(mlp), "--storage-path", str(storage), "--name", "mlp", *SMALL, "--num-samples", "3"]) == 0
+    assert (
+        tune.main(["--space", str(mlp), "--storage-path", str(storage), "--name", "mlp", *SMALL, "--num-samples", "3"])
+        == 0
+    )
     return load_experiment(storage / "cnn"), load_experiment(storage / "mlp")
 
 
 def _section(text: str, heading: str) -> str:
     start = text.index(f"## {heading}")
     end = text.find("\n## ", start + 3)
-    return text[start: end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def _first_table(section: str) -> pd.DataFrame:
@@ -73,8 +92,14 @@ def test_report_writes_valid_plots(experiments, tmp_path, capsys):
             image.verify()  # raises on a truncated or non-PNG file
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
-    for heading in ("Leaderboard", "Test results", "Learning curves", "Hyperparameter importance",
-                    "Scheduler: what each rung kept", "Failed trials"):
+    for heading in (
+        "Leaderboard",
+        "Test results",
+        "Learning curves",
+        "Hyperparameter importance",
+        "Scheduler: what each rung kept",
+        "Failed trials",
+    ):
         assert f"## {heading}" in text
 
 
@@ -143,9 +168,16 @@ def test_explain_two_experiments(experiments, tmp_path, capsys):
     assert explain.main([str(cnn.path), str(mlp.path), "--out", str(out)]) == 0
     text = out.read_text()
     assert text in capsys.readouterr().out
-    for heading in ("Best vs best", "The same hyperparameters on both", "Sensitivity to hyperparameters",
-                    "Train–validation gap", "Epochs to reach a threshold", "Did early stopping cull the slower starter?",
-                    "Parameters and FLOPs", "Conclusion"):
+    for heading in (
+        "Best vs best",
+        "The same hyperparameters on both",
+        "Sensitivity to hyperparameters",
+        "Train–validation gap",
+        "Epochs to reach a threshold",
+        "Did early stopping cull the slower starter?",
+        "Parameters and FLOPs",
+        "Conclusion",
+    ):
         assert f"## {heading}" in text, heading
     assert "No confirm runs for mlp" in text  # only the CNN was confirmed
     sizes = _first_table(_section(text, "Parameters and FLOPs")).set_index("experiment")
@@ -163,15 +195,33 @@ def _synthetic_ablation(folder: Path, seeds: int, noise: float, seed: int = 1):
     planted interaction (pretrained weights with the ImageNet stem: −0.40)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for pretrained, stem, optimizer, s in itertools.product([True, False], ["imagenet", "cifar"], ["adam", "sgd"], range(seeds)):
+    for pretrained, stem, optimizer, s in itertools.product(
+        [True, False], ["imagenet", "cifar"], ["adam", "sgd"], range(seeds)
+    ):
         value = 0.95 + (0.05 if optimizer == "sgd" else 0.0) - (0.40 if pretrained and stem == "imagenet" else 0.0)
-        rows.append({"trial_id": f"t{len(rows):03d}", "status": "completed", "epochs_run": 2,
-                     "val/acc_best": value + rng.normal(0.0, noise), "config.model.pretrained": pretrained,
-                     "config.model.stem": stem, "config.optimizer.name": optimizer, "config.seed": s})
-    meta = {"name": "s0-ablation", "tune": {"metric": "val/acc", "mode": "max"},
-            "searched": ["model.pretrained", "model.stem", "optimizer.name", "seed"],
-            "space": {"model.pretrained": {"grid": [True, False]}, "model.stem": {"grid": ["imagenet", "cifar"]},
-                      "optimizer.name": {"grid": ["adam", "sgd"]}, "seed": {"grid": list(range(seeds))}}}
+        rows.append(
+            {
+                "trial_id": f"t{len(rows):03d}",
+                "status": "completed",
+                "epochs_run": 2,
+                "val/acc_best": value + rng.normal(0.0, noise),
+                "config.model.pretrained": pretrained,
+                "config.model.stem": stem,
+                "config.optimizer.name": optimizer,
+                "config.seed": s,
+            }
+        )
+    meta = {
+        "name": "s0-ablation",
+        "tune": {"metric": "val/acc", "mode": "max"},
+        "searched": ["model.pretrained", "model.stem", "optimizer.name", "seed"],
+        "space": {
+            "model.pretrained": {"grid": [True, False]},
+            "model.stem": {"grid": ["imagenet", "cifar"]},
+            "optimizer.name": {"grid": ["adam", "sgd"]},
+            "seed": {"grid": list(range(seeds))},
+        },
+    }
     write_results(folder, pd.DataFrame(rows), pd.DataFrame({"trial_id": [], "epoch": []}), meta)
     return load_experiment(folder)
 
@@ -224,7 +274,9 @@ def test_notebook_executes(experiments, tmp_path, monkeypatch):
     cnn, _ = experiments
     monkeypatch.setenv("TUNELAB_EXPERIMENT", str(cnn.path))
     monkeypatch.setenv("TUNELAB_NOTEBOOK_OUT", str(tmp_path))
-    NotebookClient(committed, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        committed, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for cell in committed.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)

@@ -23,8 +23,9 @@ from tests.conftest import ROOT
 
 
 def run_cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tune.py"), *args], capture_output=True, text=True,
-                          timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tune.py"), *args], capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 def closed_port() -> int:
@@ -65,8 +66,9 @@ def test_auto_and_no_address_are_left_to_ray():
 
 
 def test_impossible_resources_fail_before_searching(ray_session, tmp_path, capsys):
-    code = tune.main(["--space", "quickstart", "--gpus-per-trial", "1", "--storage-path", str(tmp_path),
-                      "--name", "gpu", "--quiet"])
+    code = tune.main(
+        ["--space", "quickstart", "--gpus-per-trial", "1", "--storage-path", str(tmp_path), "--name", "gpu", "--quiet"]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -105,8 +107,13 @@ def test_every_torch_load_is_weights_only():
     calls = []
     for path in _source_files():
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
                 weights_only = {k.arg: k.value for k in node.keywords}.get("weights_only")
                 safe = isinstance(weights_only, ast.Constant) and weights_only.value is True
                 calls.append((f"{path.relative_to(ROOT)}:{node.lineno}", safe))

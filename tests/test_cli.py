@@ -18,9 +18,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_help_explains_every_flag():
     out = run_cli("--help")
     assert out.returncode == 0
-    for flag in ("--space", "--list", "--num-samples", "--max-epochs", "--searcher", "--scheduler", "--seed",
-                 "--data-dir", "--storage-path", "--name", "--address", "--cpus-per-trial", "--gpus-per-trial",
-                 "--set", "--smoke", "--resume", "--single-trial"):
+    for flag in (
+        "--space",
+        "--list",
+        "--num-samples",
+        "--max-epochs",
+        "--searcher",
+        "--scheduler",
+        "--seed",
+        "--data-dir",
+        "--storage-path",
+        "--name",
+        "--address",
+        "--cpus-per-trial",
+        "--gpus-per-trial",
+        "--set",
+        "--smoke",
+        "--resume",
+        "--single-trial",
+    ):
         assert flag in out.stdout, flag
 
 

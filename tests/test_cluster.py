@@ -43,7 +43,11 @@ def start_driver(cluster: LocalCluster, log: Path, *args: str) -> subprocess.Pop
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, str(ROOT / "tune.py"), "--address", cluster.address, *args],
-            stdout=out, stderr=subprocess.STDOUT, env=cluster.env, cwd=log.parent, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=cluster.env,
+            cwd=log.parent,
+            start_new_session=True,
         )
 
 
@@ -85,9 +89,23 @@ def poll(condition, timeout_s: float, driver: subprocess.Popen, log: Path):
 
 def test_trials_spread_over_nodes_and_survive_losing_one(cluster, tmp_path):
     exp_dir, log = tmp_path / "results" / "nodeloss", tmp_path / "nodeloss.log"
-    driver = start_driver(cluster, log, *SEARCH, "--storage-path", str(exp_dir.parent), "--name", "nodeloss",
-                          "--num-samples", "3", "--max-epochs", "6", "--scheduler", "fifo")
+    driver = start_driver(
+        cluster,
+        log,
+        *SEARCH,
+        "--storage-path",
+        str(exp_dir.parent),
+        "--name",
+        "nodeloss",
+        "--num-samples",
+        "3",
+        "--max-epochs",
+        "6",
+        "--scheduler",
+        "fifo",
+    )
     try:
+
         def trial_mid_run():  # a trial with a checkpoint behind it and epochs ahead of it, on a worker node
             for trial_id, rows in trial_results(exp_dir).items():
                 if rows and 2 <= rows[-1]["epoch"] <= 4:
@@ -113,10 +131,10 @@ def test_trials_spread_over_nodes_and_survive_losing_one(cluster, tmp_path):
     assert epochs["node_id"].nunique() >= 2
     mine = epochs[epochs["trial_id"] == victim].set_index("epoch")["node_id"]
     # Resumed, not restarted: the epochs before the kill keep the dead node, the rest ran elsewhere.
-    assert (mine.loc[1:epoch_at_kill - 1] == node_id).all(), mine
+    assert (mine.loc[1 : epoch_at_kill - 1] == node_id).all(), mine
     assert mine.loc[6] != node_id, mine
     # The checkpoint of the last finished epoch was the restart point: no epoch of the dead node after it.
-    assert (mine.loc[epoch_at_kill + 1:] != node_id).all(), mine
+    assert (mine.loc[epoch_at_kill + 1 :] != node_id).all(), mine
     # Ray logged a restore for it (the adapter resumes from the checkpoint, never from epoch 1).
     rows = trial_results(exp_dir)[victim]
     assert [r["epoch"] for r in rows].count(1) == 1, [r["epoch"] for r in rows]
@@ -133,9 +151,11 @@ def test_driver_killed_mid_search_resumes_without_rerunning(cluster, tmp_path):
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     exp_dir = storage / "crash"
     args = ["--storage-path", str(storage), "--name", "crash"]
-    driver = start_driver(cluster, log, *SEARCH, *args, "--num-samples", "5", "--max-epochs", "4",
-                          "--scheduler", "fifo")
+    driver = start_driver(
+        cluster, log, *SEARCH, *args, "--num-samples", "5", "--max-epochs", "4", "--scheduler", "fifo"
+    )
     try:
+
         def one_done_one_running():
             results = trial_results(exp_dir)
             done = [t for t, rows in results.items() if rows and rows[-1]["status"] == "completed"]
@@ -159,12 +179,13 @@ def test_driver_killed_mid_search_resumes_without_rerunning(cluster, tmp_path):
     assert set(exp.trials["status"]) == {"completed"}, exp.trials[["trial_id", "status", "error"]]
     after = trial_results(exp_dir)
     for trial_id, rows in finished.items():  # finished trials were not trained again
-        assert after[trial_id][:len(rows)] == rows
+        assert after[trial_id][: len(rows)] == rows
         # At most the final result told once more, when the kill came before Ray recorded the trial finished.
-        again = after[trial_id][len(rows):]
+        again = after[trial_id][len(rows) :]
         assert len(again) <= 1 and all(
             (r["epoch"], r["val/acc"], r["status"]) == (rows[-1]["epoch"], rows[-1]["val/acc"], "completed")
-            for r in again), again
+            for r in again
+        ), again
     # Everything reported before the crash is in the results store.
     reported = {(t, r["epoch"]) for t, rows in before.items() for r in rows}
     stored = set(zip(exp.epochs["trial_id"], exp.epochs["epoch"]))
@@ -179,7 +200,12 @@ def test_driver_killed_mid_search_resumes_without_rerunning(cluster, tmp_path):
 def test_cluster_refuses_a_driver_without_the_token(cluster, tmp_path):
     env = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
-    out = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address={cluster.address!r})"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", f"import ray; ray.init(address={cluster.address!r})"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert "token" in out.stderr.lower(), out.stderr[-2000:]

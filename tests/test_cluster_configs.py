@@ -56,9 +56,10 @@ def test_gpu_config_has_cpu_head_and_on_demand_and_spot_gpu_workers():
     head = types[config["head_node_type"]]
     assert head["resources"].get("CPU") == 0 and "GPU" not in head["resources"]  # trials never on the head
     workers = {name: t for name, t in types.items() if name != config["head_node_type"]}
-    assert all(t["resources"]["GPU"] >= 1 and t["min_workers"] == 0 and t["max_workers"] > 0
-               for t in workers.values())
-    markets = {t["node_config"].get("InstanceMarketOptions", {}).get("MarketType", "on-demand") for t in workers.values()}
+    assert all(t["resources"]["GPU"] >= 1 and t["min_workers"] == 0 and t["max_workers"] > 0 for t in workers.values())
+    markets = {
+        t["node_config"].get("InstanceMarketOptions", {}).get("MarketType", "on-demand") for t in workers.values()
+    }
     assert markets == {"spot", "on-demand"}
 
 
@@ -78,8 +79,10 @@ def test_ray_submit_passes_tune_flags_through_as_written():
 
     for argv, expected in [
         (["cluster/gpu.yaml", "tune.py", "--space", "cifar_resnet50"], ("--space", "cifar_resnet50")),
-        (["cluster/gpu.yaml", "tune.py", "--", "--space", "x", "--name", "r", "--resume"],
-         ("--space", "x", "--name", "r", "--resume")),
+        (
+            ["cluster/gpu.yaml", "tune.py", "--", "--space", "x", "--name", "r", "--resume"],
+            ("--space", "x", "--name", "r", "--resume"),
+        ),
     ]:
         context = submit.make_context("submit", argv)
         assert context.params["script"] == "tune.py"
@@ -145,12 +148,17 @@ def test_kuberay_cluster_has_gpu_worker_group_and_token_auth():
     assert head["rayStartParams"]["num-cpus"] == "0"
     assert head["rayStartParams"].get("dashboard-host") != "0.0.0.0"
     groups = spec["workerGroupSpecs"]
-    gpu_groups = [g for g in groups if any(
-        int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1 for c in g["template"]["spec"]["containers"])]
+    gpu_groups = [
+        g
+        for g in groups
+        if any(int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1 for c in g["template"]["spec"]["containers"])
+    ]
     assert gpu_groups, "no worker group requests nvidia.com/gpu"
     assert gpu_groups[0]["minReplicas"] <= gpu_groups[0]["maxReplicas"]
-    containers = [*head["template"]["spec"]["containers"],
-                  *(c for g in groups for c in g["template"]["spec"]["containers"])]
+    containers = [
+        *head["template"]["spec"]["containers"],
+        *(c for g in groups for c in g["template"]["spec"]["containers"]),
+    ]
     images = {c["image"] for c in containers}
     assert images and all(spec["rayVersion"] in image for image in images)
     for container in containers:

@@ -63,8 +63,9 @@ def fault_search(ray_session, tmp_path_factory):
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
         patch.setattr(trainables.adapter, "train_trial", train_trial_with_fault_models)
-        code = tune.main(["--space", str(preset), "--storage-path", str(root / "results"), "--name", "faults",
-                          "--quiet"])
+        code = tune.main(
+            ["--space", str(preset), "--storage-path", str(root / "results"), "--name", "faults", "--quiet"]
+        )
     assert code == 0, out.getvalue()
     exp = load_experiment(root / "results" / "faults")
     by_fault = {row["config.model.fault"]: row for row in exp.trials.to_dict("records")}
@@ -79,7 +80,10 @@ def test_every_fault_ends_with_its_own_status(fault_search):
     exp, by_fault, _, _ = fault_search
     assert len(exp.trials) == 4
     assert {fault: row["status"] for fault, row in by_fault.items()} == {
-        "none": "completed", "oom": "oom", "nan": "diverged", "crash_once": "completed",
+        "none": "completed",
+        "oom": "oom",
+        "nan": "diverged",
+        "crash_once": "completed",
     }
 
 
@@ -133,8 +137,9 @@ def test_corrupt_latest_checkpoint_fails_the_trial_clearly(monkeypatch, tmp_path
     checkpoint_dir.mkdir()
     (checkpoint_dir / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 truncated by a full disk")
     reports = []
-    monkeypatch.setattr(trainables.adapter.tune, "get_checkpoint",
-                        lambda: ray_tune.Checkpoint.from_directory(str(checkpoint_dir)))
+    monkeypatch.setattr(
+        trainables.adapter.tune, "get_checkpoint", lambda: ray_tune.Checkpoint.from_directory(str(checkpoint_dir))
+    )
     monkeypatch.setattr(trainables.adapter.tune, "report", lambda metrics, **kw: reports.append(metrics))
     with pytest.raises(CheckpointError, match=r"trial_state\.pt: checkpoint is corrupt or unreadable"):
         trainables.adapter.train_trial(preset.base.to_flat(), data=splits)
@@ -167,7 +172,8 @@ def test_restored_finished_trial_reports_its_final_result_again(ray_session, mon
     assert final["status"] == "completed"
 
     reports.clear()
-    monkeypatch.setattr(trainables.adapter.tune, "get_checkpoint",
-                        lambda: ray_tune.Checkpoint.from_directory(str(saved)))
+    monkeypatch.setattr(
+        trainables.adapter.tune, "get_checkpoint", lambda: ray_tune.Checkpoint.from_directory(str(saved))
+    )
     trainables.adapter.train_trial(preset.base.to_flat(), data=splits)
     assert reports == [final]

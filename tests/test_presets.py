@@ -1,6 +1,6 @@
 """Presets: every shipped preset validates; malformed ones fail naming file, dotted path and what is valid.
 
-    .venv/bin/python -m pytest tests/test_presets.py -q
+.venv/bin/python -m pytest tests/test_presets.py -q
 """
 
 from __future__ import annotations
@@ -18,9 +18,16 @@ from search_spaces.loader import PRESET_DIR, preset_names
 from trainables.config import TrainConfig
 
 STUDY_PRESETS = {
-    "mnist_resnet50": "S0", "mnist_resnet18": "S2", "cifar_resnet18": "S1", "cifar_resnet50": "S1",
-    "cifar_resnet_s3": "S3", "cifar_mlp": "S4", "cifar_cnn": "S4", "cifar_resnet50_dense": "S4",
-    "ablation_mnist_resnet50": "S0", "ablation_mnist_resnet50_stem": "S0",
+    "mnist_resnet50": "S0",
+    "mnist_resnet18": "S2",
+    "cifar_resnet18": "S1",
+    "cifar_resnet50": "S1",
+    "cifar_resnet_s3": "S3",
+    "cifar_mlp": "S4",
+    "cifar_cnn": "S4",
+    "cifar_resnet50_dense": "S4",
+    "ablation_mnist_resnet50": "S0",
+    "ablation_mnist_resnet50_stem": "S0",
 }
 REQUIRED = {*STUDY_PRESETS, "quickstart", "fashion_mnist_resnet18"}
 
@@ -64,7 +71,10 @@ def test_sampled_configs_are_valid_training_configs(name):
 def test_s0_recipe_is_faithful():
     base = load_preset("mnist_resnet50").base
     assert (base.model.name, base.model.options["weights"], base.model.options["pool"]) == (
-        "imagenet_resnet50", "IMAGENET1K_V2", "max")
+        "imagenet_resnet50",
+        "IMAGENET1K_V2",
+        "max",
+    )
     assert (base.data.name, base.data.resize, base.data.channels, base.data.normalize) == ("mnist", 32, 3, "unit")
     assert (base.optimizer.name, base.optimizer.lr, base.batch_size, base.epochs) == ("adam", 1e-3, 16, 2)
 
@@ -173,22 +183,36 @@ MALFORMED = {
     "randint_float_bounds": (_space({"batch_size": {"randint": [8.5, 64]}}), "space.batch_size", "integer bounds"),
     "not_a_base_field": (_space({"optimizer.lrr": {"uniform": [0.1, 0.2]}}), "space.optimizer.lrr", "not a field"),
     "searched_value_invalid": (
-        _space({"optimizer.momentum": {"uniform": [0.5, 1.5]}}), "space.optimizer.momentum", "value 1.5 is invalid"),
+        _space({"optimizer.momentum": {"uniform": [0.5, 1.5]}}),
+        "space.optimizer.momentum",
+        "value 1.5 is invalid",
+    ),
     "searched_model_invalid": (
-        _space({"model.name": {"choice": ["small_cnn", "resnet19"]}}), "space.model.name", "closest"),
+        _space({"model.name": {"choice": ["small_cnn", "resnet19"]}}),
+        "space.model.name",
+        "closest",
+    ),
     "data_set_searched": (_space({"data.name": {"choice": ["digits", "mnist"]}}), "space.data.name", "loaded once"),
     "grid_with_optuna": (_space({"batch_size": {"grid": [16, 32]}}), "tune.searcher", "cannot mix grid"),
     "grid_searcher_sampling": (
-        _space({"optimizer.lr": {"loguniform": [0.001, 0.1]}}, searcher="grid"), "tune.searcher", "grid or choice"),
+        _space({"optimizer.lr": {"loguniform": [0.001, 0.1]}}, searcher="grid"),
+        "tune.searcher",
+        "grid or choice",
+    ),
     "metric_never_reported": (_set(("tune", "metric"), "test/acc"), "tune.metric", "val/acc"),
     "mode_against_metric": (_set(("tune", "mode"), "min"), "tune.mode", "expected mode: max"),
     "unknown_scheduler": (_set(("tune", "scheduler"), {"name": "bohb"}), "tune.scheduler.name", "asha"),
     "pbt_without_lr": (
-        _space({"batch_size": {"choice": [16, 32]}}, searcher="random", scheduler={"name": "pbt"}), "space", "optimizer.lr"),
+        _space({"batch_size": {"choice": [16, 32]}}, searcher="random", scheduler={"name": "pbt"}),
+        "space",
+        "optimizer.lr",
+    ),
     "negative_gpus": (_set(("tune", "resources"), {"cpus": 1, "gpus": -1}), "tune.resources.gpus", ">= 0"),
     "model_switch_keeps_options": (
         _space({"model.name": {"grid": ["small_cnn", "cifar_resnet18"]}}, searcher="grid"),
-        "space.model.name", "model 'cifar_resnet18' cannot take base option model.width=8"),
+        "space.model.name",
+        "model 'cifar_resnet18' cannot take base option model.width=8",
+    ),
 }
 
 

@@ -15,10 +15,23 @@ from analysis.results import load_experiment
 def quickstart_experiment(ray_session, tmp_path_factory):
     storage = tmp_path_factory.mktemp("results")
     # Smoke size, but enough epochs and trials that only a working model clears the bar below.
-    code = tune.main([
-        "--space", "quickstart", "--storage-path", str(storage), "--name", "qs", "--quiet",
-        "--num-samples", "4", "--max-epochs", "6", "--set", "tune.top_k_test=2",
-    ])
+    code = tune.main(
+        [
+            "--space",
+            "quickstart",
+            "--storage-path",
+            str(storage),
+            "--name",
+            "qs",
+            "--quiet",
+            "--num-samples",
+            "4",
+            "--max-epochs",
+            "6",
+            "--set",
+            "tune.top_k_test=2",
+        ]
+    )
     assert code == 0
     return load_experiment(storage / "qs")
 

@@ -41,8 +41,20 @@ def asha_search(ray_session, tmp_path_factory):
     storage = tmp_path_factory.mktemp("asha")
     # Rungs at epoch 1 only (max 2, grace 1, factor 2): about half the trials are stopped there.
     experiment = _search(
-        storage, "asha", "--num-samples", "8", "--max-epochs", "2", "--searcher", "optuna", "--scheduler", "asha",
-        "--set", "tune.scheduler.grace_period_epochs=1", "--set", "tune.scheduler.reduction_factor=2",
+        storage,
+        "asha",
+        "--num-samples",
+        "8",
+        "--max-epochs",
+        "2",
+        "--searcher",
+        "optuna",
+        "--scheduler",
+        "asha",
+        "--set",
+        "tune.scheduler.grace_period_epochs=1",
+        "--set",
+        "tune.scheduler.reduction_factor=2",
     )
     return experiment, _open_journal(storage / "asha" / "optuna.journal")
 
@@ -93,8 +105,20 @@ def test_journal_supports_importance_analysis(asha_search):
         ("optuna", "median", []),
         ("optuna", "fifo", []),
         # The grid searcher needs every entry to be grid or choice: a two-value lr grid, other values pinned.
-        ("grid", "fifo", ["--set", "space.optimizer.lr={grid: [0.02, 0.1]}", "--set", "optimizer.weight_decay=0.0005",
-                          "--set", "model.dropout=0.1", "--num-samples", "1"]),
+        (
+            "grid",
+            "fifo",
+            [
+                "--set",
+                "space.optimizer.lr={grid: [0.02, 0.1]}",
+                "--set",
+                "optimizer.weight_decay=0.0005",
+                "--set",
+                "model.dropout=0.1",
+                "--num-samples",
+                "1",
+            ],
+        ),
     ],
 )
 def test_searcher_and_scheduler_run(searcher, scheduler, extra, ray_session, tmp_path):
@@ -114,8 +138,20 @@ def test_pbt_runs_with_checkpoint_exploitation(ray_session, tmp_path):
     # Every epoch is a perturbation point; an exploiting trial restores another's checkpoint,
     # which must still exist (PBT keeps every checkpoint), so no trial errors.
     experiment = _search(
-        tmp_path, "pbt", "--num-samples", "2", "--max-epochs", "4", "--searcher", "random", "--scheduler", "pbt",
-        "--set", "schedule.name=none", "--set", "tune.scheduler.perturbation_interval_epochs=1",
+        tmp_path,
+        "pbt",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "4",
+        "--searcher",
+        "random",
+        "--scheduler",
+        "pbt",
+        "--set",
+        "schedule.name=none",
+        "--set",
+        "tune.scheduler.perturbation_interval_epochs=1",
     )
     trials = experiment.trials
     assert set(trials["status"]) == {"completed"}, trials[["trial_id", "status", "error"]].to_string()
@@ -166,8 +202,9 @@ def test_trials_lost_in_a_driver_crash_are_failed(searcher, tmp_path):
     searcher.suggest("kept")
     state = searcher.get_state()  # what Ray saved before the crash
     searcher.suggest("lost")
-    restored = HonestOptunaSearch(param_space(load_preset("quickstart")), "val/acc", "max", tmp_path / "optuna.journal",
-                                  max_epochs=3, seed=0)
+    restored = HonestOptunaSearch(
+        param_space(load_preset("quickstart")), "val/acc", "max", tmp_path / "optuna.journal", max_epochs=3, seed=0
+    )
     restored.set_state(state)
     restored.suggest("new")
     restored.on_trial_complete("kept", _epoch(0.8, 3, "completed"))

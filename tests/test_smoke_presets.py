@@ -19,10 +19,21 @@ from search_spaces.loader import preset_names
 
 @pytest.mark.parametrize("name", preset_names())
 def test_preset_runs_in_smoke_mode(name, ray_session, all_data_dir, tmp_path, capsys):
-    code = tune.main([
-        "--space", name, "--smoke", "--quiet", "--no-download", "--data-dir", str(all_data_dir),
-        "--storage-path", str(tmp_path), "--name", name,
-    ])
+    code = tune.main(
+        [
+            "--space",
+            name,
+            "--smoke",
+            "--quiet",
+            "--no-download",
+            "--data-dir",
+            str(all_data_dir),
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            name,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     experiment = load_experiment(tmp_path / name)
     trials = experiment.trials

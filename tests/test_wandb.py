@@ -36,9 +36,24 @@ SENTINEL_KEY = "sentinel-" + "S3NT1NEL" * 5
 
 # W&B's sweep vocabulary (docs.wandb.ai, sweep configuration keys).
 WANDB_DISTRIBUTIONS = {
-    "constant", "categorical", "categorical_w_probabilities", "int_uniform", "uniform", "q_uniform",
-    "log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform",
-    "inv_log_uniform_values", "normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta",
+    "constant",
+    "categorical",
+    "categorical_w_probabilities",
+    "int_uniform",
+    "uniform",
+    "q_uniform",
+    "log_uniform",
+    "log_uniform_values",
+    "q_log_uniform",
+    "q_log_uniform_values",
+    "inv_log_uniform",
+    "inv_log_uniform_values",
+    "normal",
+    "q_normal",
+    "log_normal",
+    "q_log_normal",
+    "beta",
+    "q_beta",
 }
 
 
@@ -109,10 +124,24 @@ def _search(storage: Path, name: str, *extra: str, samples: int = 3, epochs: int
     out = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(out):
-        code = tune.main([
-            "--space", "quickstart", "--num-samples", str(samples), "--max-epochs", str(epochs),
-            "--storage-path", str(storage), "--name", name, "--quiet", "--set", "tune.top_k_test=1", *extra,
-        ])
+        code = tune.main(
+            [
+                "--space",
+                "quickstart",
+                "--num-samples",
+                str(samples),
+                "--max-epochs",
+                str(epochs),
+                "--storage-path",
+                str(storage),
+                "--name",
+                name,
+                "--quiet",
+                "--set",
+                "tune.top_k_test=1",
+                *extra,
+            ]
+        )
     assert code == 0, out.getvalue()[-2000:]
     return time.perf_counter() - start, out.getvalue()
 
@@ -126,8 +155,13 @@ def offline_search(ray_session, tmp_path_factory):
         mp.setenv("WANDB_DIR", str(wandb_dir))
         mp.setenv("WANDB_API_KEY", SENTINEL_KEY)
         _, stdout = _search(storage, "wb", "--wandb", "tunelab-test")
-    return {"exp": load_experiment(storage / "wb"), "wandb_dir": wandb_dir, "stdout": stdout,
-            "runs": offline_runs(wandb_dir), "storage": storage}
+    return {
+        "exp": load_experiment(storage / "wb"),
+        "wandb_dir": wandb_dir,
+        "stdout": stdout,
+        "runs": offline_runs(wandb_dir),
+        "storage": storage,
+    }
 
 
 def test_one_offline_run_per_trial_grouped_by_experiment(offline_search):
@@ -236,9 +270,18 @@ def test_online_run_that_cannot_start_is_written_offline(tmp_path, monkeypatch):
     import wandb
 
     monkeypatch.setenv("WANDB_API_KEY", SENTINEL_KEY)
-    kwargs = {"project": "p", "id": "fallback1", "mode": "online", "dir": str(tmp_path),
-              "settings": {"base_url": f"http://127.0.0.1:{_unused_port()}", "init_timeout": 3, "silent": True,
-                           "console": "off"}}
+    kwargs = {
+        "project": "p",
+        "id": "fallback1",
+        "mode": "online",
+        "dir": str(tmp_path),
+        "settings": {
+            "base_url": f"http://127.0.0.1:{_unused_port()}",
+            "init_timeout": 3,
+            "silent": True,
+            "console": "off",
+        },
+    }
     run = init_with_fallback(wandb, kwargs)
     assert run is not None and run.offline
     run.log({"val/acc": 0.5, "epoch": 1})
@@ -286,7 +329,9 @@ def test_grid_preset_exports_a_grid_sweep():
     grid = dataclasses.replace(
         preset,
         space={"batch_size": Distribution("grid", (32, 64)), "model.width": Distribution("choice", (8, 16))},
-        tune=dataclasses.replace(preset.tune, searcher="grid", scheduler=dataclasses.replace(preset.tune.scheduler, name="fifo")),
+        tune=dataclasses.replace(
+            preset.tune, searcher="grid", scheduler=dataclasses.replace(preset.tune.scheduler, name="fifo")
+        ),
     )
     args = type("Args", (), {"space": "quickstart", "resolved_overrides": [], "data_dir": None, "wandb": None})()
     config = sweep_config(grid, args)
@@ -310,8 +355,21 @@ def _sample(spec: dict, rng: random.Random):
 def test_sweep_export_round_trips_and_its_command_trains_one_trial(tmp_path):
     path = tmp_path / "sweep.yaml"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert tune.main(["--space", "quickstart", "--max-epochs", "2", "--export-wandb-sweep", str(path),
-                          "--wandb", "tunelab-test"]) == 0
+        assert (
+            tune.main(
+                [
+                    "--space",
+                    "quickstart",
+                    "--max-epochs",
+                    "2",
+                    "--export-wandb-sweep",
+                    str(path),
+                    "--wandb",
+                    "tunelab-test",
+                ]
+            )
+            == 0
+        )
     config = yaml.safe_load(path.read_text())
     preset = load_preset("quickstart")
     assert config["method"] == "bayes" and config["program"] == "tune.py" and config["project"] == "tunelab-test"
@@ -328,11 +386,21 @@ def test_sweep_export_round_trips_and_its_command_trains_one_trial(tmp_path):
     # Run the command as a W&B agent would: macros filled in, sampled values as key=value.
     rng = random.Random(0)
     sampled = [f"{name}={_sample(spec, rng)}" for name, spec in config["parameters"].items()]
-    fill = {"${env}": ["/usr/bin/env"], "${interpreter}": [sys.executable], "${program}": [config["program"]],
-            "${args_no_hyphens}": sampled}
+    fill = {
+        "${env}": ["/usr/bin/env"],
+        "${interpreter}": [sys.executable],
+        "${program}": [config["program"]],
+        "${args_no_hyphens}": sampled,
+    }
     command = [part for item in config["command"] for part in fill.get(item, [item])]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SWEEP_ID": "sweep01",
-           "WANDB_RUN_ID": "agentrun1", "WANDB_SILENT": "true"}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_SWEEP_ID": "sweep01",
+        "WANDB_RUN_ID": "agentrun1",
+        "WANDB_SILENT": "true",
+    }
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "epoch   2" in done.stdout and "test/acc" in done.stdout
