@@ -58,28 +58,45 @@ class BatchPipeline:
             mean_t, std_t = mean_t[:1] * self.out_channels, std_t[:1] * self.out_channels
         self.mean = torch.tensor(mean_t, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std_t, device=self.device).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std on uint8 input, as (x - 255 mean) / (255 std) in place; division keeps
+        # the bounds exact (a multiply by a rounded reciprocal lands just outside [-1, 1]).
+        self.mean_uint8 = self.mean * 255.0
+        self.std_uint8 = self.std * 255.0
 
     @property
     def output_size(self) -> int | None:
         return self.config.resize
 
     def __call__(self, images: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:
-        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        # Pixels stay uint8 through crop and flip (a quarter of the memory traffic of float32);
+        # conversion and normalisation then run in place. Zero padding is black
+        # either way, so the result equals cropping after conversion.
+        x = images.to(self.device, non_blocking=True)
+        aug = self.config.augment
         if self.config.resize and x.shape[-1] != self.config.resize:
-            x = F.interpolate(x, size=(self.config.resize,) * 2, mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x.float().div_(255.0), size=(self.config.resize,) * 2, mode="bilinear", align_corners=False
+            )
         if train:
-            aug = self.config.augment
             if aug.crop_padding:  # the flip rides along in the crop's gather: one pass instead of three
                 x = random_crop(x, aug.crop_padding, generator, flip=aug.flip)
             elif aug.flip:
                 x = random_flip(x, generator)
+            if aug.rotation_deg or aug.color_jitter:
+                x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
             if aug.rotation_deg:
                 x = random_rotation(x, aug.rotation_deg, generator)
             if aug.color_jitter:
                 x = color_jitter(x, aug.color_jitter, generator)
-        if x.shape[1] != self.out_channels:
-            x = x.expand(-1, self.out_channels, -1, -1)
-        x = (x - self.mean) / self.std
+        if x.dtype == torch.uint8:
+            x = x.float()
+            mean, std = self.mean_uint8, self.std_uint8
+        else:
+            mean, std = self.mean, self.std
+        if x.shape[1] == self.out_channels:  # x is a fresh float tensor made above: safe to change in place
+            x = x.sub_(mean).div_(std)
+        else:  # grey repeated to 3 channels: broadcasting against the 3-channel statistics repeats it
+            x = (x - mean) / std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
