@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from analysis.results import EPOCH_METRICS
 from search_spaces.schema import Preset
 
 log = logging.getLogger(__name__)
@@ -46,20 +47,8 @@ INIT_TIMEOUT_S = 20.0  # one online wandb.init attempt; then the run is written 
 PROBE_TIMEOUT_S = 5.0  # the driver's reachability check of the W&B server before an online search
 UPLOAD_TIMEOUT_S = 120.0  # how long the end of a search waits for online runs to finish uploading
 
-# What a trial run logs each epoch: the results store's per-epoch names (analysis/results.py).
-EPOCH_KEYS = (
-    "epoch",
-    "train/loss",
-    "train/acc",
-    "val/loss",
-    "val/acc",
-    "val/acc_best",
-    "lr",
-    "time/epoch_s",
-    "throughput/img_s",
-    "model/params",
-    "model/flops",
-)
+# What a trial run logs each epoch: the results store's per-epoch names, plus the model's size.
+EPOCH_KEYS = ("epoch", *EPOCH_METRICS, "model/params", "model/flops")
 # Config keys that could carry a credential never reach W&B, whatever a preset puts in them.
 SECRET_MARKERS = ("api_key", "apikey", "token", "password", "secret", "credential")
 
