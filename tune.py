@@ -67,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage-path",
         default=os.environ.get("TUNELAB_STORAGE_PATH", "results"),
         metavar="PATH",
-        help="where experiments are written: a folder every Ray node can reach (shared, e.g. NFS, on a cluster); default: $TUNELAB_STORAGE_PATH, else ./results",
+        help="where Ray writes experiments: a folder every Ray node can reach (shared, e.g. NFS, on a cluster) "
+        "or a cloud URI (s3://bucket/path, gs://…); default: $TUNELAB_STORAGE_PATH, else ./results",
+    )
+    p.add_argument(
+        "--results-dir",
+        default=os.environ.get("TUNELAB_RESULTS_DIR", "results"),
+        metavar="DIR",
+        help="local folder for the results store when --storage-path is a cloud URI "
+        "(default: $TUNELAB_RESULTS_DIR, else ./results); with a folder --storage-path both are the same",
     )
     p.add_argument("--name", metavar="NAME", help="experiment name (default: <preset>-<timestamp>); needed by --resume")
     p.add_argument(
@@ -304,9 +312,8 @@ def run_search(preset: Preset, args: argparse.Namespace) -> int:
     from analysis.results import write_results
     from trainables.data import load_dataset
 
-    storage = _storage_root(args.storage_path)
     name = args.name or f"{preset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    exp_dir = storage / name
+    args.ray_experiment, exp_dir = storage_locations(args, name)
     check_address(args.address)  # before loading data: an unreachable cluster fails in seconds
     splits = load_dataset(preset.base.data, args.data_dir, download=not args.no_download)
     _connect_ray(args, preset)
@@ -346,14 +353,17 @@ def run_search(preset: Preset, args: argparse.Namespace) -> int:
     return 0
 
 
-def _storage_root(storage_path: str) -> Path:
-    if "://" in storage_path:
-        raise ConfigError(
-            "--storage-path",
-            "",
-            "cloud URIs are not supported for the results store yet; give a local or shared (NFS) folder",
-        )
-    return Path(storage_path).expanduser().resolve()
+def storage_locations(args: argparse.Namespace, name: str) -> tuple[str, Path]:
+    """(Ray's experiment path, the local results folder) for experiment ``name``.
+
+    With a folder --storage-path both are ``<storage>/<name>``. With a cloud URI Ray writes
+    trial folders and checkpoints there (every node uploads its own), while the results
+    store, the Optuna journal and the run file stay in ``<results-dir>/<name>`` on the driver.
+    """
+    if "://" in args.storage_path:
+        return f"{args.storage_path.rstrip('/')}/{name}", Path(args.results_dir).expanduser().resolve() / name
+    local = Path(args.storage_path).expanduser().resolve() / name
+    return str(local), local
 
 
 def check_address(address: str | None, timeout_s: float = 5.0) -> None:
@@ -429,9 +439,11 @@ def _fit(preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any) -
         {"cpu": resources.cpus, "gpu": resources.gpus},
     )
     if args.resume:
-        if not tune.Tuner.can_restore(str(exp_dir)):
-            raise ConfigError("--resume", "", f"no Ray experiment state in {exp_dir}; nothing to resume")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        if not tune.Tuner.can_restore(args.ray_experiment):
+            raise ConfigError("--resume", "", f"no Ray experiment state in {args.ray_experiment}; nothing to resume")
+        tuner = tune.Tuner.restore(
+            args.ray_experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
         return tuner.fit()
     if (exp_dir / RUN_FILE).exists():
         raise ConfigError("--name", "", f"experiment {exp_dir} already exists; use --resume or another --name")
@@ -449,7 +461,7 @@ def _fit(preset: Preset, args: argparse.Namespace, exp_dir: Path, splits: Any) -
         ),
         run_config=tune.RunConfig(
             name=exp_dir.name,
-            storage_path=str(exp_dir.parent),
+            storage_path=args.ray_experiment.rsplit("/", 1)[0],
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=checkpoints_to_keep(
                     preset
@@ -667,8 +679,9 @@ def _fit_confirm(
         tune.with_parameters(train_trial, data=splits.without_test(), gpu_fraction=resources.gpus),
         {"cpu": resources.cpus, "gpu": resources.gpus},
     )
-    if args.resume and tune.Tuner.can_restore(str(run_dir)):
-        return tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+    ray_run = f"{args.ray_experiment}/{run_dir.name}"  # beside the search's trials, wherever Ray stores them
+    if args.resume and tune.Tuner.can_restore(ray_run):
+        return tune.Tuner.restore(ray_run, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
     tuner = tune.Tuner(
         trainable,
         param_space={**config, "seed": tune.grid_search(seeds)},
@@ -681,7 +694,7 @@ def _fit_confirm(
         ),
         run_config=tune.RunConfig(
             name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            storage_path=args.ray_experiment,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1,
                 checkpoint_score_attribute=preset.tune.metric,
@@ -865,7 +878,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _restore_args(args: argparse.Namespace) -> argparse.Namespace:
-    run_file = Path(args.storage_path).expanduser().resolve() / args.name / RUN_FILE
+    run_file = storage_locations(args, args.name)[1] / RUN_FILE
     if not run_file.is_file():
         raise ConfigError("--resume", "", f"no experiment to resume at {run_file.parent} (expected {RUN_FILE})")
     saved = json.loads(run_file.read_text())
