@@ -277,7 +277,7 @@ def test_override_replaces_a_space_entry():
         ("optimizer.lr=fast", "base.optimizer.lr", "expected a number"),
         ("tune.searcher=bayes", "tune.searcher", "optuna"),
         ("space.optimizer.lr={loguniform: [0.1, 0.01]}", "space.optimizer.lr", "low < high"),
-        ("model.name=cifar_resnet18", "base.model.dense_width", "not an option of this model"),
+        ("model.dense_depth=2", "base.model.dense_depth", "not an option of this model"),
     ],
 )
 def test_bad_override_names_the_path(override, path, hint):
