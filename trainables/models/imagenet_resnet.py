@@ -112,59 +112,35 @@ def _build(
     )
 
 
-@MODELS.register("imagenet_resnet18")
-def imagenet_resnet18(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    input_size: int = 224,
-    weights: str = "none",
-    pool: Literal["avg", "max", "flatten"] = "avg",
-    head: Literal["linear", "dense"] = "linear",
-    dense1: int = 128,
-    dense2: int = 64,
-    dropout: float = 0.0,
-    input_resize: int | None = None,
-):
-    """torchvision ResNet18 (ImageNet stem) with a configurable head."""
-    return _build(
-        "resnet18",
-        512,
-        num_classes,
-        in_channels,
-        input_size,
-        weights,
-        pool,
-        head,
-        (dense1, dense2),
-        dropout,
-        input_resize,
-    )
+def _register(name: str, arch: str, features: int, doc: str) -> None:
+    """Register one torchvision architecture; the factory's signature is what presets may set."""
+
+    def factory(
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size: int = 224,
+        weights: str = "none",
+        pool: Literal["avg", "max", "flatten"] = "avg",
+        head: Literal["linear", "dense"] = "linear",
+        dense1: int = 128,
+        dense2: int = 64,
+        dropout: float = 0.0,
+        input_resize: int | None = None,
+    ):
+        return _build(
+            arch, features, num_classes, in_channels, input_size, weights, pool, head, (dense1, dense2), dropout,
+            input_resize,
+        )  # fmt: skip
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    MODELS.register(name)(factory)
 
 
-@MODELS.register("imagenet_resnet50")
-def imagenet_resnet50(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    input_size: int = 224,
-    weights: str = "none",
-    pool: Literal["avg", "max", "flatten"] = "avg",
-    head: Literal["linear", "dense"] = "linear",
-    dense1: int = 128,
-    dense2: int = 64,
-    dropout: float = 0.0,
-    input_resize: int | None = None,
-):
-    """torchvision ResNet50 (ImageNet stem) with a configurable head; S0 used max pooling, S4 the dense head."""
-    return _build(
-        "resnet50",
-        2048,
-        num_classes,
-        in_channels,
-        input_size,
-        weights,
-        pool,
-        head,
-        (dense1, dense2),
-        dropout,
-        input_resize,
-    )
+_register("imagenet_resnet18", "resnet18", 512, "torchvision ResNet18 (ImageNet stem) with a configurable head.")
+_register(
+    "imagenet_resnet50",
+    "resnet50",
+    2048,
+    "torchvision ResNet50 (ImageNet stem) with a configurable head; S0 used max pooling, S4 the dense head.",
+)
